@@ -1,0 +1,3 @@
+"""facefactors: learn, measure, compose and edit disentangled face representations."""
+
+__version__ = "0.1.0"

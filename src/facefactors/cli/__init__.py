@@ -1,0 +1,1 @@
+"""The `facefactors` command: one module per command group, registered in main.py."""

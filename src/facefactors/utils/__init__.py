@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file IO, safe checkpoints, user-facing errors, devices."""
