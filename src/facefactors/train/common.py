@@ -1,0 +1,231 @@
+"""Shared training set-up: run directories, the Lightning Trainer, safe checkpoints, resume.
+
+Every method's recipe (``train/<method>.py``) is a thin ``LightningModule``; this module gives
+them all the same run-directory layout and the same behaviour:
+
+* ``config.yaml`` — the resolved config (defaults <- preset <- overrides);
+* ``checkpoints/last.ckpt`` — full trainer state, written atomically by Lightning every
+  ``checkpoint_every_n_steps`` and on interruption; loaded with ``weights_only=True`` so a
+  checkpoint file can never execute code;
+* ``weights.safetensors`` — the model's weights alone (what inference loads);
+* ``metrics.json``, ``samples/*.png``, ``tb/`` (TensorBoard logs).
+
+A run started again on the same directory resumes from ``last.ckpt`` with the saved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from facefactors.config import save_config, to_dict
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import atomic_write_json, save_module
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 2000  # optimisation steps (batches); the world is an infinite stream
+    batch_size: int = 64
+    num_workers: int = 0  # data-loader worker processes; 0 renders in the main process
+    precision: str = "32-true"  # Lightning precision string, e.g. "bf16-mixed" on GPUs
+    accelerator: str = "auto"  # "auto" picks the accelerator torch reports, else CPU
+    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
+    strategy: str = "auto"  # "ddp" for several GPUs / nodes
+    num_nodes: int = 1
+    log_every_n_steps: int = 20
+    checkpoint_every_n_steps: int = 200  # last.ckpt is also written on interruption
+    sample_every_n_steps: int = 500  # sample grids written to samples/
+    seed: int = 0
+    progress: bool = True  # progress bar with rate and ETA
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class RunDir:
+    """The files of one training run, in one folder."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights.safetensors"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def features(self) -> Path:
+        return self.path / "features.npz"
+
+    def has_checkpoint(self) -> bool:
+        return self.last_checkpoint.is_file()
+
+    def update_metrics(self, new: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``new`` into metrics.json (atomically) and return the whole dict."""
+        current = json.loads(self.metrics.read_text()) if self.metrics.is_file() else {}
+        current.update(new)
+        atomic_write_json(self.metrics, current)
+        return current
+
+
+def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, bool]:
+    """Create (or reopen) a run directory; returns (run, resuming).
+
+    An existing run with a checkpoint is resumed; its saved config must match ``cfg`` in every
+    field but the trainer's step budget, otherwise the user is told to pick another directory.
+    """
+    run = RunDir(Path(out))
+    resuming = run.has_checkpoint() and not overwrite
+    if resuming and run.config.is_file():
+        import yaml
+
+        saved = yaml.safe_load(run.config.read_text()) or {}
+        new = to_dict(cfg)
+        diff = _config_diff(saved, new, ignore={("trainer", "max_steps")})
+        if diff:
+            raise UserError(
+                f"{run.config}: this run directory holds a run with a different config ({', '.join(diff[:3])}); "
+                "resume it with the same options, pass --overwrite, or choose another --out"
+            )
+    elif run.path.exists() and any(run.path.iterdir()) and not overwrite and not run.config.is_file():
+        raise UserError(f"{run.path}: folder exists and is not a facefactors run; choose another --out or pass --overwrite")
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.samples.mkdir(exist_ok=True)
+    save_config(cfg, run.config)
+    return run, resuming
+
+
+def _config_diff(a: dict, b: dict, ignore: set[tuple[str, ...]], prefix: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = prefix + (k,)
+        if key in ignore:
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, ignore, key)
+        elif _normalise(va) != _normalise(vb):
+            out.append(f"{'.'.join(key)}: {va!r} -> {vb!r}")
+    return out
+
+
+def _normalise(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+class ExportWeights(Callback):
+    """Write ``weights.safetensors`` of ``pl_module.model`` whenever a checkpoint is saved and at the end."""
+
+    def __init__(self, run: RunDir, attribute: str = "model"):
+        self.run = run
+        self.attribute = attribute
+
+    def _export(self, pl_module: L.LightningModule) -> None:
+        module = getattr(pl_module, self.attribute)
+        save_module(self.run.weights, module, metadata={"class": type(module).__name__})
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.is_global_zero:
+            self._export(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._export(pl_module)
+
+
+class SaveOnInterrupt(Callback):
+    """On Ctrl-C or an exception, write last.ckpt so no finished step is lost."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)) and trainer.global_step > 0:
+            trainer.save_checkpoint(str(self.run.last_checkpoint))
+
+
+def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:
+    """A Lightning Trainer with the project's checkpointing, logging and progress conventions."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=run.path / "checkpoints",
+        filename="step{step}",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=max(1, cfg.checkpoint_every_n_steps),
+        save_on_train_epoch_end=False,
+    )
+    progress: Callback
+    try:
+        import rich  # noqa: F401
+
+        progress = RichProgressBar(leave=True)
+    except ImportError:  # pragma: no cover
+        progress = TQDMProgressBar()
+    all_callbacks: list[Callback] = [checkpoint, ExportWeights(run, export_attribute), SaveOnInterrupt(run), *callbacks]
+    if cfg.progress:
+        all_callbacks.append(progress)
+    devices: Any = cfg.devices
+    if isinstance(devices, str) and devices not in ("auto",):
+        devices = [int(d) for d in devices.split(",")] if "," in devices else int(devices)
+    return L.Trainer(
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        accelerator=cfg.accelerator,
+        devices=devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        logger=TensorBoardLogger(str(run.path), name="tb", version=""),
+        callbacks=all_callbacks,
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=False,
+    )
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, run: RunDir, train_dataloaders=None, datamodule=None) -> None:
+    """Train, resuming from ``last.ckpt`` if the run has one (loaded with weights_only=True)."""
+    ckpt = str(run.last_checkpoint) if run.has_checkpoint() else None
+    if ckpt is not None and trainer.is_global_zero:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[cyan]resuming[/] from {ckpt}")
+    try:
+        trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except RuntimeError as e:
+        if ckpt and ("checkpoint" in str(e).lower() or "state_dict" in str(e).lower() or "Unpickl" in str(e)):
+            raise UserError(f"{ckpt}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); pass --overwrite to start afresh") from None
+        raise
+
+
+def config_hparams(cfg) -> dict:
+    """A plain-dict copy of a dataclass config for Lightning's hparams (no pickled classes in checkpoints)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

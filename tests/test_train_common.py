@@ -1,0 +1,99 @@
+"""The shared training substrate: run directory, safe checkpoints, resume, weight export."""
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import pytest
+import torch
+
+from facefactors.config import from_dict, load_saved_config, parse_overrides
+from facefactors.train.common import TrainerConfig, build_trainer, fit, prepare_run
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import load_module
+
+
+@dataclass
+class ToyConfig:
+    width: int = 4
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=6, checkpoint_every_n_steps=3, progress=False, log_every_n_steps=1))
+
+
+class ToyRecipe(L.LightningModule):
+    def __init__(self, width: int):
+        super().__init__()
+        self.model = torch.nn.Linear(width, 1)
+        self.seen_steps: list[int] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen_steps.append(self.global_step)
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=1e-2)
+
+
+def loader(width):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, width, generator=g)
+    y = x.sum(1, keepdim=True)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+
+def test_train_then_resume_continues_from_last_checkpoint(tmp_path):
+    cfg = ToyConfig()
+    run, resuming = prepare_run(tmp_path / "run", cfg)
+    assert not resuming
+    recipe = ToyRecipe(cfg.width)
+    fit(build_trainer(cfg.trainer, run), recipe, run, train_dataloaders=loader(cfg.width))
+    assert run.last_checkpoint.is_file() and run.weights.is_file() and run.config.is_file()
+    assert recipe.seen_steps == list(range(6))
+
+    # Same directory, a larger step budget: resumes at step 6, weights carried over.
+    cfg2 = ToyConfig()
+    cfg2.trainer.max_steps = 9
+    run2, resuming = prepare_run(tmp_path / "run", cfg2)
+    assert resuming
+    recipe2 = ToyRecipe(cfg2.width)
+    fit(build_trainer(cfg2.trainer, run2), recipe2, run2, train_dataloaders=loader(cfg2.width))
+    assert recipe2.seen_steps == [6, 7, 8]
+
+    exported = ToyRecipe(cfg.width).model
+    load_module(run2.weights, exported)
+    assert torch.equal(exported.weight, recipe2.model.weight.detach())
+    assert load_saved_config(ToyConfig, run2.config).trainer.max_steps == 9
+
+
+def test_resume_with_different_config_is_refused(tmp_path):
+    cfg = ToyConfig()
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    fit(build_trainer(cfg.trainer, run), ToyRecipe(cfg.width), run, train_dataloaders=loader(cfg.width))
+    with pytest.raises(UserError, match="different config"):
+        prepare_run(tmp_path / "run", ToyConfig(width=5))
+
+
+def test_wrong_weights_give_one_line_error(tmp_path):
+    cfg = ToyConfig()
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    fit(build_trainer(cfg.trainer, run), ToyRecipe(cfg.width), run, train_dataloaders=loader(cfg.width))
+    with pytest.raises(UserError, match="do not fit"):
+        load_module(run.weights, torch.nn.Linear(5, 1))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(UserError, match="not a readable safetensors"):
+        load_module(garbage, torch.nn.Linear(4, 1))
+
+
+def test_foreign_folder_is_not_clobbered(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a facefactors run"):
+        prepare_run(tmp_path, ToyConfig())
+
+
+def test_config_overrides_are_typed():
+    cfg = from_dict(ToyConfig, parse_overrides(["width=7", "trainer.max_steps=12", "trainer.progress=false"]))
+    assert cfg.width == 7 and cfg.trainer.max_steps == 12 and cfg.trainer.progress is False
+    with pytest.raises(UserError, match="unknown field"):
+        from_dict(ToyConfig, parse_overrides(["widht=7"]))
+    with pytest.raises(UserError, match="not a valid int"):
+        from_dict(ToyConfig, parse_overrides(["width=abc"]))
