@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
+from facefactors.cli import demo as demo_cli
 from facefactors.cli import evaluate as evaluate_cli
 from facefactors.cli import info as info_cli
 from facefactors.cli import ufe as ufe_cli
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("info")(info_cli.info)
+app.command("demo")(demo_cli.demo)
 app.add_typer(world_cli.app, name="world", help="The procedural face world: make, show and check data sets.")
 app.add_typer(evaluate_cli.app, name="evaluate", help="Evaluate features or a run: metrics.json, report.md, report.html.")
 app.add_typer(ufe_cli.app, name="ufe", help="Universal Face Encoder: train, predict, compose, experiments.")
