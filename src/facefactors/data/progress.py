@@ -1,0 +1,53 @@
+"""A rich progress bar with rate and ETA for long data loops (writing world sets, checking folders)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, e.g. ``812.4 img/s``."""
+
+    def __init__(self, unit: str = "it") -> None:
+        super().__init__()
+        self.unit = unit  # shown after the rate
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"? {self.unit}/s", style="progress.data.speed")
+
+
+class _Silent:
+    """Same calls as rich's Progress, doing nothing (progress=False, tests, workers)."""
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def advance(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(enabled: bool = True, unit: str = "img") -> Iterator[Progress | _Silent]:
+    """``with progress_bar() as bar: t = bar.add_task("rendering", total=n); bar.advance(t, k)``."""
+    if not enabled:
+        yield _Silent()
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with bar:
+        yield bar
