@@ -66,7 +66,7 @@ class ConversionNotes:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if first:
             where = f" (data set {self.dataset})" if self.dataset else ""
-            msg = f"{path}: {detail}; further {kind} images{where} are converted without a note"
+            msg = f"{path}: {detail}; further {kind} images{where} get no further note"
             log.warning(msg)
             warnings.warn(msg, stacklevel=3)
 
