@@ -1,0 +1,171 @@
+"""The Universal Face Encoder (Banerjee, Joshi, Turcot: "The Universal Face Encoder: Learning
+Disentangled Representations Across Different Attributes").
+
+Architecture, sec. 3 "Architecture" and sec. 4.2 "Implementation details":
+
+* encoder E: downsampling residual blocks (5 at 128x128, 4 at 64x64 here) whose flattened
+  maps feed one dense layer per labelled attribute plus one for "others"; each gives a
+  ``feature_dim`` (128) feature with a sigmoid, "so all subspaces share one value range";
+* prediction heads ph: per attribute, 3 dense layers (softmax applied by the loss, eq. 1);
+* heads on the "others" feature for every attribute, reached through gradient reversal (eq. 4);
+* decoder D: a StyleGAN2 skip generator whose style, at every layer, is the concatenation of
+  all features (attributes + others) in a fixed order.
+
+The attribute list comes from a :class:`~facefactors.data.description.DatasetDescription`
+(its labelled categorical factors), never from code. Losses live in
+:mod:`facefactors.train.ufe_losses`; this file has no training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from facefactors.data.description import DatasetDescription
+from facefactors.nn import ClassifierHead, ResidualEncoder, StyleSynthesis, grad_reverse
+from facefactors.nn.modulated import NoiseMode
+from facefactors.utils.errors import UserError
+from facefactors.utils.shapes import check_shape
+
+OTHERS = "others"  # name of the extra subspace for unlabelled variation (sec. 3, loss 4)
+
+Features = dict[str, torch.Tensor]  # attribute name (and "others") -> (B, feature_dim)
+
+
+@dataclass
+class UFEConfig:
+    image_size: int = 64  # input/output side (64 on CPU, 128 as in the paper)
+    feature_dim: int = 128  # size of each attribute feature (128 in the paper)
+    encoder_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # one per down block
+    head_hidden: int = 128  # width of the prediction heads' hidden layers
+    head_layers: int = 3  # dense layers per head (3 in the paper)
+    decoder_channel_base: int = 1024  # StyleGAN2 width rule numerator
+    decoder_channel_max: int = 128  # StyleGAN2 width cap
+    attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
+
+
+def attributes_from_description(description: DatasetDescription, names: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The attribute subspaces: ``names`` if given (each must be a categorical factor), else every
+    labelled categorical factor of the description, in description order."""
+    if names:
+        for n in names:
+            if n not in description:
+                raise UserError(f"attribute {n!r} is not a factor of data set {description.name!r}; factors: {description.names}")
+            if not description[n].is_categorical:
+                raise UserError(f"attribute {n!r} of data set {description.name!r} is continuous; the UFE needs categorical attributes (paper sec. 4.9)")
+        return list(names)
+    found = [f.name for f in description.labelled_factors if f.is_categorical]
+    if not found:
+        raise UserError(f"data set {description.name!r} labels no categorical factor; the UFE needs at least one")
+    return found
+
+
+class UFEEncoder(nn.Module):
+    """E: image (B, 3, H, W) -> {attribute: (B, D)} with values in (0, 1), plus "others"."""
+
+    def __init__(
+        self,
+        attributes: list[str],  # names of the labelled subspaces ("others" is added)
+        image_size: int,  # input side
+        channels: list[int],  # output widths of the residual down blocks
+        feature_dim: int,  # size of every subspace
+    ):
+        super().__init__()
+        self.trunk = ResidualEncoder(image_size, channels)
+        self.names = [*attributes, OTHERS]
+        self.projections = nn.ModuleDict({n: nn.Linear(self.trunk.out_dim, feature_dim) for n in self.names})
+        self.feature_dim = feature_dim
+        self.image_size = image_size
+
+    def forward(self, image: torch.Tensor) -> Features:
+        check_shape(image, (None, 3, self.image_size, self.image_size), "UFE input image")
+        h = self.trunk(image)  # (B, C * h * w)
+        return {n: torch.sigmoid(self.projections[n](h)) for n in self.names}  # each (B, D)
+
+
+class UFE(nn.Module):
+    """Encoder E, prediction heads ph and ph_oth, and decoder D of the UFE (Fig. 1)."""
+
+    def __init__(
+        self,
+        description: DatasetDescription,  # supplies the attributes and their class counts
+        config: UFEConfig | None = None,  # sizes; defaults to :class:`UFEConfig`
+    ):
+        super().__init__()
+        cfg = config or UFEConfig()
+        self.config = cfg
+        self.description = description
+        self.attributes = attributes_from_description(description, cfg.attributes)
+        self.num_classes = {a: description[a].num_classes for a in self.attributes}
+        self.encoder = UFEEncoder(self.attributes, cfg.image_size, list(cfg.encoder_channels), cfg.feature_dim)
+        self.heads = nn.ModuleDict(
+            {a: ClassifierHead(cfg.feature_dim, n, cfg.head_hidden, cfg.head_layers) for a, n in self.num_classes.items()}
+        )
+        # ph_oth: one head per labelled attribute, reading the "others" feature (eq. 4).
+        self.others_heads = nn.ModuleDict(
+            {a: ClassifierHead(cfg.feature_dim, n, cfg.head_hidden, cfg.head_layers) for a, n in self.num_classes.items()}
+        )
+        self.style_dim = cfg.feature_dim * (len(self.attributes) + 1)
+        self.decoder = StyleSynthesis(self.style_dim, cfg.image_size, cfg.decoder_channel_base, cfg.decoder_channel_max)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Attributes then "others": the order in which features are concatenated into the style."""
+        return [*self.attributes, OTHERS]
+
+    # --- the three mappings of Fig. 1 ------------------------------------------------------
+    def encode(self, image: torch.Tensor) -> Features:
+        return self.encoder(image)  # {name: (B, D)}
+
+    def classify(self, features: Features) -> dict[str, torch.Tensor]:
+        """ph_ak(f_ak): class logits per attribute."""
+        return {a: self.heads[a](features[a]) for a in self.attributes}  # {a: (B, C_a)}
+
+    def classify_others(self, features: Features, reverse_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """ph_oth,k(GR(f_oth)): the heads learn normally, the encoder gets the reversed gradient."""
+        f = grad_reverse(features[OTHERS], reverse_scale)  # (B, D)
+        return {a: self.others_heads[a](f) for a in self.attributes}
+
+    def style(self, features: Features) -> torch.Tensor:
+        missing = [n for n in self.feature_names if n not in features]
+        if missing:
+            raise ValueError(f"features lack subspaces {missing}; expected {self.feature_names}")
+        return torch.cat([features[n] for n in self.feature_names], dim=1)  # (B, n_sub * D)
+
+    def decode(self, features: Features, noise_mode: NoiseMode = "random") -> torch.Tensor:
+        return self.decoder(self.style(features), noise_mode)  # (B, 3, H, W)
+
+    def forward(self, image: torch.Tensor, noise_mode: NoiseMode = "random") -> tuple[Features, torch.Tensor]:
+        """Features and reconstruction D(E(I))."""
+        features = self.encode(image)
+        return features, self.decode(features, noise_mode)
+
+    # --- inference helpers -----------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-attribute class probabilities (B, C_a) for images (B, 3, H, W) in [0, 1]."""
+        return {a: p.softmax(-1) for a, p in self.classify(self.encode(image)).items()}
+
+    def class_names(self, attribute: str) -> tuple[str, ...]:
+        return self.description[attribute].class_names
+
+
+def mix_features(a: Features, b: Features, take_from_b: list[str] | tuple[str, ...] | dict[str, torch.Tensor]) -> Features:
+    """Composite features: ``a`` with the subspaces in ``take_from_b`` replaced by ``b``'s.
+
+    ``take_from_b`` is a list of names (all samples), or {name: (B,) bool/float mask} for a
+    per-sample choice (used by L_dis, eq. 5).
+    """
+    out = {}
+    for n, fa in a.items():
+        if isinstance(take_from_b, dict):
+            if n in take_from_b:
+                m = take_from_b[n].to(fa.dtype)[:, None]  # (B, 1)
+                out[n] = m * b[n] + (1 - m) * fa
+            else:
+                out[n] = fa
+        else:
+            out[n] = b[n] if n in take_from_b else fa
+    return out

@@ -1,0 +1,185 @@
+"""The five UFE objectives (Banerjee et al., sec. 3 "Loss functions", eqs. 1-6) and the
+weight schedule of L_dis (sec. 4.2 warm-up; sec. 4.7 cyclic annealing, Fu et al. 2019).
+
+Missing labels follow :mod:`facefactors.data.description`: class index ``-1``. Every
+supervised term is averaged over the samples (or pairs) whose labels are present and summed
+over attributes, so a batch from a label-disjoint data set (world B) contributes only through
+the attributes it labels; an attribute with no valid label in the batch contributes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from facefactors.models.ufe import UFE, Features, mix_features
+
+
+def _valid(labels: dict[str, torch.Tensor], name: str, batch: int, device) -> torch.Tensor:
+    y = labels.get(name)
+    if y is None:
+        return torch.full((batch,), -1, dtype=torch.long, device=device)
+    return y.to(device=device, dtype=torch.long)
+
+
+def classification_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Eq. 1: cross-entropy of each head, over samples with a label, summed over attributes."""
+    total = None
+    for a, z in logits.items():  # z: (B, C)
+        y = _valid(labels, a, z.shape[0], z.device)  # (B,)
+        ok = y >= 0
+        term = F.cross_entropy(z[ok], y[ok], reduction="sum") / ok.sum().clamp(min=1) if ok.any() else z.sum() * 0
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
+
+
+def pairwise_distance(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """L2 distances (B, B) with a finite gradient at 0 (identical features)."""
+    sq = (f[:, None, :] - f[None, :, :]).square().sum(-1)  # (B, B)
+    return torch.sqrt(sq + eps)
+
+
+def contrastive_loss(features: Features, labels: dict[str, torch.Tensor], margin: float = 1.0) -> torch.Tensor:
+    """Eq. 2: y d + (1 - y) max(m - d, 0) with d the L2 distance, over valid pairs i != j.
+
+    A pair is valid for attribute k when both samples carry a label of k; the term of k is the
+    mean over its valid pairs (N_p), summed over attributes.
+    """
+    total = None
+    for a, y in labels.items():
+        if a not in features:
+            continue
+        f = features[a]  # (B, D)
+        y = y.to(device=f.device, dtype=torch.long)
+        B = f.shape[0]
+        has = y >= 0
+        valid = has[:, None] & has[None, :] & ~torch.eye(B, dtype=torch.bool, device=f.device)  # (B, B)
+        if not valid.any():
+            continue
+        d = pairwise_distance(f)
+        same = (y[:, None] == y[None, :]).to(f.dtype)
+        per_pair = same * d + (1 - same) * F.relu(margin - d)
+        term = per_pair[valid].mean()
+        total = term if total is None else total + term
+    if total is None:
+        return next(iter(features.values())).sum() * 0
+    return total
+
+
+def reconstruction_loss(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: L1 between I and D(E(I)), averaged over pixels and channels."""
+    return (image - reconstruction).abs().mean()
+
+
+def others_loss(others_logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Eq. 4: cross-entropy of ph_oth on f_oth; the logits must come through gradient reversal
+    (:meth:`UFE.classify_others`), so minimising this trains the heads and *un*-trains E."""
+    return classification_loss(others_logits, labels)
+
+
+def disentanglement_loss(
+    model: UFE,
+    features: Features,
+    generator: torch.Generator | None = None,
+    noise_mode: str = "random",
+) -> torch.Tensor:
+    """Eq. 5: mix the subspaces of pairs (i, j), decode, re-encode, L1 to the mixed features.
+
+    Pairs are (i, p(i)) with p a random cyclic shift (no i pairs with itself, so every pair is
+    valid); each subspace of the mix is taken from i or j by a fair coin per pair and subspace,
+    and each sample gets one mix (the complementary mix of eq. 5 is another sample's draw).
+    The targets are detached: the re-encoding must match the features that were decoded,
+    which trains D to render feasible combinations and E to read them back (sec. 3, item 5).
+    """
+    first = next(iter(features.values()))
+    B, device = first.shape[0], first.device
+    if B < 2:
+        return first.sum() * 0
+    shift = int(torch.randint(1, B, (1,), generator=generator).item())
+    partner = {n: f.roll(shift, 0) for n, f in features.items()}
+    masks = {n: torch.rand(B, generator=generator).to(device) < 0.5 for n in features}
+    mixed = mix_features(features, partner, masks)
+    target = {n: f.detach() for n, f in mixed.items()}
+    again = model.encode(model.decode(mixed, noise_mode).clamp(0, 1))
+    per_pair = sum((again[n] - target[n]).abs().mean(1) for n in target) / len(target)  # (B,)
+    return per_pair.mean()
+
+
+# --- weights and schedules --------------------------------------------------------------------
+@dataclass
+class UFELossConfig:
+    cls: float = 1.0  # lambda_cls (eq. 6); 0 switches the loss off
+    con: float = 1.0  # lambda_con
+    rec: float = 100.0  # lambda_rec
+    oth: float = 1.0  # lambda_oth
+    dis: float = 0.1  # lambda_dis (the value after warm-up / annealing)
+    margin: float = 1.0  # m of eq. 2 (sec. 4.2)
+    dis_warmup_steps: int = 200  # L_dis is off before this step (sec. 4.2: "after a few epochs")
+    dis_ramp_steps: int = 200  # then rises linearly to lambda_dis over this many steps
+    dis_schedule: str = "warmup"  # "warmup" or "cyclic" (multi-data-set training, sec. 4.7)
+    dis_min: float = 0.0025  # lower end of the cyclic schedule
+    dis_cycles: int = 4  # annealing cycles before the weight settles at lambda_dis
+    dis_every: int = 1  # compute L_dis every n-th step only (it doubles a step's cost)
+    reverse_scale: float = 1.0  # gradient-reversal factor of eq. 4
+
+
+def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
+    """lambda_dis at ``step``.
+
+    * ``warmup``: 0 before ``dis_warmup_steps``, then a linear ramp to ``dis`` over
+      ``dis_ramp_steps`` (sec. 4.2 "we slowly introduce the disentanglement loss").
+    * ``cyclic``: cyclical annealing (Fu et al. 2019) between ``dis_min`` and ``dis`` for the
+      first three quarters of training, ``dis_cycles`` cycles each rising linearly over its
+      first half and holding the maximum over its second half; then constant at ``dis``
+      (sec. 4.7: "between [0.0025, 0.1] before stabilizing at 0.1 after three quarters").
+    """
+    if cfg.dis <= 0:
+        return 0.0
+    if cfg.dis_schedule == "cyclic":
+        span = max(1, int(0.75 * total_steps))
+        if step >= span:
+            return cfg.dis
+        period = span / max(1, cfg.dis_cycles)
+        tau = (step % period) / period  # position in the cycle, [0, 1)
+        return cfg.dis_min + (cfg.dis - cfg.dis_min) * min(1.0, 2 * tau)
+    if cfg.dis_schedule != "warmup":
+        raise ValueError(f"loss.dis_schedule must be 'warmup' or 'cyclic', got {cfg.dis_schedule!r}")
+    if step < cfg.dis_warmup_steps:
+        return 0.0
+    ramp = max(1, cfg.dis_ramp_steps)
+    return cfg.dis * min(1.0, (step - cfg.dis_warmup_steps + 1) / ramp)
+
+
+def ufe_losses(
+    model: UFE,
+    image: torch.Tensor,
+    labels: dict[str, torch.Tensor],
+    cfg: UFELossConfig,
+    dis_lambda: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_full of eq. 6 for one batch; returns (total, {term: unweighted value})."""
+    features, recon = model(image)
+    terms: dict[str, torch.Tensor] = {}
+    total = image.new_zeros(())
+    if cfg.cls > 0:
+        terms["cls"] = classification_loss(model.classify(features), labels)
+        total = total + cfg.cls * terms["cls"]
+    if cfg.con > 0:
+        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin)
+        total = total + cfg.con * terms["con"]
+    if cfg.rec > 0:
+        terms["rec"] = reconstruction_loss(image, recon)
+        total = total + cfg.rec * terms["rec"]
+    if cfg.oth > 0:
+        terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
+        total = total + cfg.oth * terms["oth"]
+    if dis_lambda > 0:
+        terms["dis"] = disentanglement_loss(model, features, generator)
+        total = total + dis_lambda * terms["dis"]
+    if not math.isfinite(float(total.detach())):
+        raise FloatingPointError(f"UFE loss is not finite: { {k: float(v) for k, v in terms.items()} }")
+    return total, terms

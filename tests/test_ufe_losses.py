@@ -1,0 +1,172 @@
+"""UFE objectives (eqs. 1-5) on tiny tensors with hand-checked values, masking, reversal sign."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facefactors.data.description import DatasetDescription, Factor
+from facefactors.models.ufe import UFE, UFEConfig
+from facefactors.train.ufe_losses import (
+    UFELossConfig,
+    classification_loss,
+    contrastive_loss,
+    dis_weight,
+    disentanglement_loss,
+    others_loss,
+    reconstruction_loss,
+    ufe_losses,
+)
+
+
+def toy_description(labelled=("identity", "expression")):
+    return DatasetDescription(
+        "toy",
+        (
+            Factor("identity", class_names=("a", "b", "c")),
+            Factor("expression", class_names=("neutral", "smile")),
+            Factor("camera", class_names=("rgb", "nir")),
+            Factor("yaw", kind="continuous"),
+        ),
+        labelled=labelled,
+        image_size=32,
+    )
+
+
+def tiny_model(**kw):
+    cfg = UFEConfig(image_size=32, feature_dim=8, encoder_channels=[8, 8, 8], head_hidden=8, decoder_channel_base=64, decoder_channel_max=8, **kw)
+    return UFE(toy_description(), cfg)
+
+
+def test_classification_loss_hand_values_and_masking():
+    # Uniform logits over 2 classes: CE = log 2 for every sample, whatever the label.
+    logits = {"expression": torch.zeros(3, 2), "identity": torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 5.0]])}
+    labels = {"expression": torch.tensor([0, 1, -1]), "identity": torch.tensor([0, -1, -1])}
+    # identity: only sample 0 is labelled: -log(e^2 / (e^2 + 2)).
+    expected = math.log(2) + (-2 + math.log(math.exp(2) + 2))
+    assert math.isclose(classification_loss(logits, labels).item(), expected, rel_tol=1e-6)
+    # A wildly wrong logit on a missing label changes nothing.
+    logits["identity"][2] = torch.tensor([-50.0, 50.0, -50.0])
+    assert math.isclose(classification_loss(logits, labels).item(), expected, rel_tol=1e-6)
+    # An attribute with no label at all contributes zero (and still yields a graph).
+    z = torch.randn(2, 2, requires_grad=True)
+    out = classification_loss({"expression": z}, {"expression": torch.tensor([-1, -1])})
+    out.backward()
+    assert out.item() == 0.0 and torch.equal(z.grad, torch.zeros(2, 2))
+
+
+def test_contrastive_loss_hand_values():
+    # Features on a line: f0 = 0, f1 = 0.3, f2 = 2.0 (L2 distances 0.3, 2.0, 1.7), margin 1.
+    f = torch.tensor([[0.0, 0.0], [0.3, 0.0], [2.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    # Ordered pairs i != j: (0,1),(1,0) positive d=0.3; (0,2),(2,0) negative d=2 -> 0; (1,2),(2,1) negative d=1.7 -> 0.
+    assert math.isclose(contrastive_loss({"identity": f}, {"identity": y}).item(), (0.3 * 2) / 6, rel_tol=1e-5)
+    # Negatives inside the margin are pushed: f2 at 0.5 -> (0,2): 1-0.5, (1,2): 1-0.2.
+    f2 = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])
+    expected = (0.3 * 2 + 0.5 * 2 + 0.8 * 2) / 6
+    assert math.isclose(contrastive_loss({"identity": f2}, {"identity": y}).item(), expected, rel_tol=1e-5)
+    # Margin is a parameter.
+    expected_m2 = (0.3 * 2 + 1.5 * 2 + 1.8 * 2) / 6
+    assert math.isclose(contrastive_loss({"identity": f2}, {"identity": y}, margin=2.0).item(), expected_m2, rel_tol=1e-5)
+
+
+def test_contrastive_loss_masks_missing_labels_and_sums_attributes():
+    f = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])
+    y = torch.tensor([0, 0, -1])  # sample 2 unlabelled: only the pair (0,1) is valid
+    assert math.isclose(contrastive_loss({"identity": f}, {"identity": y}).item(), 0.3, rel_tol=1e-5)
+    both = contrastive_loss({"identity": f, "expression": f}, {"identity": y, "expression": torch.tensor([0, 1, -1])})
+    assert math.isclose(both.item(), 0.3 + (1 - 0.3), rel_tol=1e-5)
+    # Labels of attributes without a feature, and all-missing attributes, are ignored.
+    assert contrastive_loss({"identity": f}, {"identity": torch.full((3,), -1), "pose": torch.tensor([0, 1, 0])}).item() == 0.0
+
+
+def test_contrastive_gradient_is_finite_for_identical_features():
+    f = torch.zeros(3, 4, requires_grad=True)
+    contrastive_loss({"identity": f}, {"identity": torch.tensor([0, 0, 1])}).backward()
+    assert torch.isfinite(f.grad).all()
+
+
+def test_reconstruction_loss_is_mean_l1():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.zeros(2, 3, 4, 4)
+    b[0, 0, 0, 0] = 1.0
+    b[1, 2, 3, 3] = -3.0
+    assert math.isclose(reconstruction_loss(a, b).item(), 4.0 / a.numel(), rel_tol=1e-6)
+
+
+def test_others_loss_reverses_gradient_into_the_feature():
+    torch.manual_seed(0)
+    model = tiny_model()
+    f_oth = torch.rand(4, 8, requires_grad=True)
+    labels = {"identity": torch.tensor([0, 1, 2, -1]), "expression": torch.tensor([1, 0, -1, 1])}
+    others_loss(model.classify_others({"others": f_oth}), labels).backward()
+    reversed_grad = f_oth.grad.clone()
+    head_grads = {n: p.grad.clone() for n, p in model.others_heads.named_parameters()}
+    # Reference: the same heads without reversal.
+    model.zero_grad()
+    f_ref = f_oth.detach().clone().requires_grad_(True)
+    plain = {a: model.others_heads[a](f_ref) for a in model.attributes}
+    classification_loss(plain, labels).backward()
+    assert reversed_grad.abs().sum() > 0
+    assert torch.allclose(reversed_grad, -f_ref.grad, atol=1e-6)
+    # The heads themselves learn normally (same gradient with or without reversal).
+    for n, p in model.others_heads.named_parameters():
+        assert torch.allclose(head_grads[n], p.grad, atol=1e-6), n
+
+
+def test_disentanglement_loss_is_zero_for_a_consistent_autoencoder():
+    # If E(D(F)) reproduced F exactly, L_dis would vanish; a model that re-encodes anything to a
+    # constant gives exactly |f_mix - c| averaged.
+    model = tiny_model()
+
+    class ConstEncoder(torch.nn.Module):
+        def forward(self, image):
+            return {n: torch.full((image.shape[0], 8), 0.5) for n in model.feature_names}
+
+    model.encoder = ConstEncoder()
+    feats = {n: torch.full((4, 8), 0.5) for n in model.feature_names}
+    assert disentanglement_loss(model, feats).item() == pytest.approx(0.0, abs=1e-7)
+    feats = {n: torch.full((4, 8), 0.75) for n in model.feature_names}
+    assert disentanglement_loss(model, feats).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_dis_weight_schedules():
+    cfg = UFELossConfig(dis=0.1, dis_warmup_steps=10, dis_ramp_steps=10)
+    assert dis_weight(0, 100, cfg) == 0.0 and dis_weight(9, 100, cfg) == 0.0
+    assert dis_weight(14, 100, cfg) == pytest.approx(0.05)
+    assert dis_weight(19, 100, cfg) == pytest.approx(0.1) and dis_weight(99, 100, cfg) == pytest.approx(0.1)
+    cyc = UFELossConfig(dis=0.1, dis_min=0.0025, dis_schedule="cyclic", dis_cycles=3)
+    w = [dis_weight(s, 400, cyc) for s in range(400)]
+    assert min(w) == pytest.approx(0.0025) and max(w) == pytest.approx(0.1)
+    assert all(x == pytest.approx(0.1) for x in w[300:])  # settles after three quarters
+    assert w[0] == pytest.approx(0.0025) and w[100] == pytest.approx(0.0025)  # cycles restart (period 100)
+    assert w[25] == pytest.approx(0.0025 + 0.0975 * 0.5) and w[60] == pytest.approx(0.1)
+    assert dis_weight(50, 100, UFELossConfig(dis=0.0)) == 0.0
+
+
+def test_full_loss_every_parameter_gets_a_gradient_no_nan():
+    torch.manual_seed(0)
+    model = tiny_model()
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "strength"):
+                m.strength.fill_(0.1)
+    image = torch.rand(6, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 0, 1, 1, 2, -1]), "expression": torch.tensor([0, 1, 0, 1, -1, 0])}
+    total, terms = ufe_losses(model, image, labels, UFELossConfig(), dis_lambda=0.1)
+    assert set(terms) == {"cls", "con", "rec", "oth", "dis"}
+    total.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    # Switching a loss off removes its term.
+    _, terms = ufe_losses(model, image, labels, UFELossConfig(con=0, oth=0), dis_lambda=0.0)
+    assert set(terms) == {"cls", "rec"}
+    # The weighted total matches eq. 6.
+    cfg = UFELossConfig()
+    torch.manual_seed(3)
+    total, terms = ufe_losses(model, image, labels, cfg, dis_lambda=0.0)
+    expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
