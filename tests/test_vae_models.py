@@ -1,0 +1,219 @@
+"""VAE family networks and objectives: shapes, closed forms, estimators on known Gaussians."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence as torch_kl
+
+from facefactors.data.description import DatasetDescription, Factor
+from facefactors.models.vae import FactorDiscriminator, VAE, VAEModelConfig, build_vae, permute_dims
+from facefactors.models.vae_losses import (
+    LossConfig,
+    capacity,
+    cyclical_weight,
+    discriminator_loss,
+    kl_divergence,
+    log_importance_weights,
+    reconstruction_loss,
+    tc_decomposition,
+    vae_objective,
+)
+from facefactors.utils.errors import UserError
+
+SMALL = dict(latent_dim=4, channels=(8, 8, 16), hidden=32, image_size=32)
+
+
+def description():
+    return DatasetDescription(
+        "toy",
+        (
+            Factor("smile", "categorical", ("no", "yes")),
+            Factor("pose", "categorical", ("left", "front", "right")),
+            Factor("yaw", "continuous"),
+        ),
+    )
+
+
+@pytest.mark.parametrize("size,channels", [(32, (8, 8, 16)), (64, (8, 8, 16, 16))])
+def test_shapes(size, channels):
+    model = VAE(VAEModelConfig(latent_dim=5, channels=channels, hidden=32, image_size=size))
+    x = torch.rand(3, 3, size, size)
+    out = model(x)
+    assert out.logits.shape == (3, 3, size, size)
+    assert out.mu.shape == out.logvar.shape == out.z.shape == (3, 5)
+    assert model.reconstruct(x).shape == (3, 3, size, size)
+    s = model.sample(2)
+    assert s.shape == (2, 3, size, size) and s.min() >= 0 and s.max() <= 1
+
+
+def test_bad_config_and_input_are_clear():
+    with pytest.raises(UserError, match="multiple of"):
+        VAE(VAEModelConfig(image_size=60, channels=(8, 8, 8)))
+    with pytest.raises(ValueError, match="expected shape"):
+        VAE(VAEModelConfig(**SMALL)).encode(torch.rand(2, 3, 64, 64))
+    with pytest.raises(UserError, match="needs model.condition"):
+        build_vae(VAEModelConfig(kind="cvae", **SMALL), description())
+
+
+@pytest.mark.parametrize("kind", ["vae", "beta_vae", "beta_tcvae", "factor_vae", "cvae"])
+def test_every_parameter_gets_a_gradient(kind):
+    torch.manual_seed(0)
+    cfg = VAEModelConfig(kind=kind, condition=("smile", "yaw") if kind == "cvae" else (), **SMALL)
+    model = build_vae(cfg, description())
+    x = torch.rand(6, 3, 32, 32)
+    labels = {"smile": torch.tensor([0, 1, -1, 1, 0, 1]), "yaw": torch.tensor([1.0, float("nan"), 3, 4, 5, 6])}
+    out = model(x, labels)
+    d_logits = FactorDiscriminator(4, 16, 2)(out.z) if kind == "factor_vae" else None
+    parts = vae_objective(kind, out.logits, x, out.mu, out.logvar, out.z, LossConfig(), d_logits=d_logits)
+    parts["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert torch.isfinite(parts["loss"])
+
+
+def test_kl_matches_closed_form_and_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    logvar = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    ours = kl_divergence(mu, logvar)
+    ref = torch_kl(Normal(mu, (0.5 * logvar).exp()), Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)
+    torch.testing.assert_close(ours, ref)
+    # Asymmetric known case: mu = 1, sigma = 1 in one dim, 0 elsewhere -> KL = 0.5.
+    assert kl_divergence(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)).item() == pytest.approx(0.5)
+    assert torch.autograd.gradcheck(kl_divergence, (mu.clone().requires_grad_(), logvar.clone().requires_grad_()))
+
+
+def test_bernoulli_reconstruction_is_the_studys_bce():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    p = torch.sigmoid(logits)
+    ref = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    torch.testing.assert_close(reconstruction_loss(logits, x, "bernoulli"), ref)
+    torch.testing.assert_close(reconstruction_loss(logits, x, "gaussian"), ((p - x) ** 2).flatten(1).sum(1))
+    with pytest.raises(UserError, match="not one of"):
+        reconstruction_loss(logits, x, "laplace")
+
+
+def _gaussian_posteriors(n, cov, s, seed):
+    rng = np.random.default_rng(seed)
+    mu = torch.from_numpy(rng.multivariate_normal(np.zeros(len(cov)), cov, size=n))
+    logvar = torch.full_like(mu, 2 * math.log(s))
+    z = mu + s * torch.from_numpy(rng.standard_normal(mu.shape))
+    return z, mu, logvar
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_tc_estimator_on_a_known_gaussian(rho):
+    """Posteriors N(mu_n, s^2 I) with mu_n ~ N(0, S): the aggregate q(z) is N(0, S + s^2 I), whose
+    total correlation is -0.5 log det(R) (R its correlation matrix) and whose dimension-wise KL
+    to N(0, I) is sum_k KL(N(0, v_k) || N(0, 1))."""
+    s = 0.3
+    cov = np.array([[1.0, rho, 0.0], [rho, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    z, mu, logvar = _gaussian_posteriors(3000, cov, s, seed=3)
+    parts = tc_decomposition(z, mu, logvar, dataset_size=3000, estimator="mss")
+    total = cov + s**2 * np.eye(3)
+    corr = total / np.sqrt(np.outer(np.diag(total), np.diag(total)))
+    tc_true = -0.5 * np.log(np.linalg.det(corr))
+    v = np.diag(total)
+    dwkl_true = float(np.sum(0.5 * (v - 1 - np.log(v))))
+    assert parts["tc"].mean().item() == pytest.approx(tc_true, abs=0.05)
+    assert parts["dwkl"].mean().item() == pytest.approx(dwkl_true, abs=0.05)
+    # The three terms add up to the one-sample KL estimate log q(z|x) - log p(z), per sample.
+    log_qzx = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(1)
+    log_pz = Normal(0.0, 1.0).log_prob(z).sum(1)
+    torch.testing.assert_close(parts["mi"] + parts["tc"] + parts["dwkl"], log_qzx - log_pz)
+
+
+def test_importance_weights():
+    w = log_importance_weights(5, 100, "mss").exp()
+    torch.testing.assert_close(w.sum(1), torch.ones(5, dtype=w.dtype))
+    assert w[0, 0].item() == pytest.approx(1 / 100) and w[0, 1].item() == pytest.approx(99 / 400)
+    # Batch = data set: the exact mixture 1/N everywhere.
+    torch.testing.assert_close(log_importance_weights(4, 4, "mss").exp(), torch.full((4, 4), 0.25, dtype=torch.float64))
+    assert log_importance_weights(4, 10, "mws")[0, 0].item() == pytest.approx(-math.log(40))
+    with pytest.raises(UserError):
+        log_importance_weights(4, 10, "nope")
+
+
+def test_mws_and_mss_agree_on_tc_up_to_the_mws_constant():
+    z, mu, logvar = _gaussian_posteriors(800, np.array([[1.0, 0.6], [0.6, 1.0]]), 0.3, seed=4)
+    mss = tc_decomposition(z, mu, logvar, 800, "mss")["tc"].mean().item()
+    mws = tc_decomposition(z, mu, logvar, 800, "mws")["tc"].mean().item()
+    # MWS shifts TC by (D - 1) log N (see its docstring).
+    assert mws - math.log(800) == pytest.approx(mss, abs=1e-6)
+
+
+def test_permute_dims_keeps_marginals_and_breaks_dependence():
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(4000, generator=g)
+    z = torch.stack([a, a + 0.1 * torch.randn(4000, generator=g), -a], dim=1)  # strongly dependent
+    p = permute_dims(z, torch.Generator().manual_seed(6))
+    for k in range(3):
+        torch.testing.assert_close(p[:, k].sort().values, z[:, k].sort().values)  # same marginal
+    corr = np.corrcoef(p.T.numpy())
+    assert np.abs(corr[np.triu_indices(3, 1)]).max() < 0.1
+    assert np.abs(np.corrcoef(z.T.numpy())[0, 1]) > 0.9
+    # Each column gets its own permutation, so rows are not merely shuffled together.
+    order0 = (p[:, 0][:, None] == z[:, 0][None]).float().argmax(1)
+    order2 = (p[:, 2][:, None] == z[:, 2][None]).float().argmax(1)
+    assert (order0 != order2).float().mean() > 0.9
+
+
+def test_discriminator_loss_prefers_a_correct_discriminator():
+    right = discriminator_loss(torch.tensor([[3.0, -3.0]]), torch.tensor([[-3.0, 3.0]]))
+    wrong = discriminator_loss(torch.tensor([[-3.0, 3.0]]), torch.tensor([[3.0, -3.0]]))
+    assert right < 0.01 < 5 < wrong
+
+
+def test_schedules():
+    assert capacity(0, 25, 100) == 0 and capacity(50, 25, 100) == pytest.approx(12.5) and capacity(500, 25, 100) == 25
+    # 4 cycles over 100 steps, ramp over the first half of each: 0 -> 1 at step 12.5, flat to 25.
+    w = [cyclical_weight(t, 100, 4, 0.5) for t in range(100)]
+    assert w[0] == 0 and w[6] == pytest.approx(6 / 12.5) and w[20] == 1 and w[25] == 0 and w[99] == 1
+    assert max(w) == 1 and min(w) == 0
+
+
+def test_annealing_changes_the_objective():
+    torch.manual_seed(0)
+    model = VAE(VAEModelConfig(**SMALL))
+    x = torch.rand(4, 3, 32, 32)
+    out = model(x)
+    args = ("beta_vae", out.logits, x, out.mu, out.logvar, out.z)
+    plain = vae_objective(*args, LossConfig(beta=4.0))
+    cyc0 = vae_objective(*args, LossConfig(beta=4.0, anneal="cyclical"), step=0, total_steps=100)
+    cap = vae_objective(*args, LossConfig(beta=4.0, anneal="capacity", capacity_max=10, capacity_steps=10, capacity_gamma=7), step=5)
+    torch.testing.assert_close(plain["loss"], plain["recon"] + 4 * plain["kl"])
+    torch.testing.assert_close(cyc0["loss"], cyc0["recon"])  # beta weight 0 at the start of a cycle
+    torch.testing.assert_close(cap["loss"], cap["recon"] + 7 * (cap["kl"] - 5).abs())
+    with pytest.raises(UserError, match="plain VAE"):
+        vae_objective("vae", *args[1:], LossConfig(beta=4.0))
+
+
+def test_condition_changes_the_decoder_output_and_missing_is_neutral():
+    torch.manual_seed(0)
+    model = build_vae(VAEModelConfig(kind="cvae", condition=("smile", "pose", "yaw"), **SMALL), description())
+    assert model.conditioner.dim == (2 + 1) + (3 + 1) + (1 + 1)
+    z = torch.randn(2, 4)
+    base = {"smile": torch.tensor([0, 0]), "pose": torch.tensor([1, 1]), "yaw": torch.tensor([0.0, 0.0])}
+    a = model.decode(z, base)
+    b = model.decode(z, {**base, "smile": torch.tensor([1, 1])})
+    c = model.decode(z, {**base, "yaw": torch.tensor([2.0, 2.0])})
+    assert (a - b).abs().max() > 1e-4 and (a - c).abs().max() > 1e-4
+    cond = model.conditioner({"smile": torch.tensor([-1, 1]), "pose": torch.tensor([2, -1]), "yaw": torch.tensor([float("nan"), 1.0])}, 2)
+    assert cond[0, :3].tolist() == [0, 0, 0] and cond[1, :3].tolist() == [0, 1, 1]  # missing smile: no class, not known
+    assert cond[0, 3:7].tolist() == [0, 0, 1, 1] and cond[1, 3:7].tolist() == [0, 0, 0, 0]
+    assert cond[0, 7:].tolist() == [0, 0] and cond[1, 8].item() == 1
+    with pytest.raises(UserError, match="needs label 'pose'"):
+        model.decode(z, {"smile": torch.tensor([0, 1])})
+    with pytest.raises(UserError, match="does not have"):
+        build_vae(VAEModelConfig(kind="cvae", condition=("glasses",), **SMALL), description())
+
+
+def test_conditioner_standardises_continuous_labels():
+    model = build_vae(VAEModelConfig(kind="cvae", condition=("yaw",), **SMALL), description())
+    model.conditioner.fit_statistics({"yaw": torch.tensor([10.0, 20.0, 30.0, float("nan")])})
+    cond = model.conditioner({"yaw": torch.tensor([20.0, 30.0])}, 2)
+    assert cond[:, 0].tolist() == pytest.approx([0.0, 1.0])
