@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from facefactors.data.batching import GroupedBatchSampler, missing_positive_pairs, positive_pair_counts, split_by_group
+from facefactors.data.batching import (
+    GroupedBatchSampler,
+    missing_positive_pairs,
+    positive_pair_counts,
+    split_by_group,
+)
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.utils.errors import DataError, UserError
 
@@ -76,7 +81,7 @@ def test_singletons_left_out_and_too_few_groups():
 def test_lone_leftover_is_padded_within_group():
     labels = {"identity": np.array([0] * 7 + [1] * 7)}  # 7 = 3 + 3 + 1 with m = 3
     for b in GroupedBatchSampler(labels, "identity", 2, 3, seed=0):
-        ids, counts = np.unique(labels["identity"][b], return_counts=True)
+        _, counts = np.unique(labels["identity"][b], return_counts=True)
         assert counts.min() >= 2 and len(b) == len(set(b))
 
 

@@ -48,10 +48,9 @@ def test_windows_and_short_clips(clips):
     assert (ds[1]["image"][:, 0, 0, 0] * 255).round().tolist() == [51, 52, 53, 54]
     batch = collate([ds[0], ds[1]])
     assert batch["image"].shape == (2, 4, 3, 6, 6)
-    with pytest.raises(DataError, match="every clip is shorter"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ClipFolderDataset(clips, image_size=6, clip_length=9)
+    with pytest.raises(DataError, match="every clip is shorter"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ClipFolderDataset(clips, image_size=6, clip_length=9)
 
 
 def test_collate_refuses_different_lengths(clips):

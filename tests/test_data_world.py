@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,7 +108,7 @@ def test_stream_with_dataloader_workers_is_deterministic():
     w = FakeWorld()
     loader = torch.utils.data.DataLoader(WorldStream(w, batch_size=2, max_steps=3), batch_size=None, num_workers=2)
     indices = [b["index"].tolist() for b in loader]
-    assert sorted(sum(indices, [])) == list(range(12))  # 2 workers x 3 steps x 2, no repeats
+    assert sorted(i for b in indices for i in b) == list(range(12))  # 2 workers x 3 steps x 2, no repeats
     again = [b["index"].tolist() for b in loader]
     assert again == indices
 

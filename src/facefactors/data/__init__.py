@@ -6,7 +6,12 @@ Every data set has ``.description`` (a :class:`DatasetDescription`) and ``.label
 ``{"image", "labels": {name: ...}, "index"}``.
 """
 
-from facefactors.data.batching import GroupedBatchSampler, missing_positive_pairs, positive_pair_counts, split_by_group
+from facefactors.data.batching import (
+    GroupedBatchSampler,
+    missing_positive_pairs,
+    positive_pair_counts,
+    split_by_group,
+)
 from facefactors.data.clips import ClipFolderDataset
 from facefactors.data.collate import collate
 from facefactors.data.description import MISSING_CLASS, DatasetDescription, Factor

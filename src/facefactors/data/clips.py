@@ -29,7 +29,14 @@ from torch.utils.data import Dataset
 
 from facefactors.data.description import DatasetDescription
 from facefactors.data.folder import DEFAULT_LABELS, label_items
-from facefactors.data.images import ConversionNotes, WrongSize, as_hw, is_image_file, load_image_uint8, uint8_to_tensor
+from facefactors.data.images import (
+    ConversionNotes,
+    WrongSize,
+    as_hw,
+    is_image_file,
+    load_image_uint8,
+    uint8_to_tensor,
+)
 from facefactors.data.labels import read_label_table, unlabelled_description, yaml_path_for
 from facefactors.utils.errors import DataError, UserError
 

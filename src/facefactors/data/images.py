@@ -175,7 +175,7 @@ def load_image_uint8(
     img, sixteen = _open_fully(path)
     try:
         img = ImageOps.exif_transpose(img) or img
-    except Exception as e:  # a malformed EXIF block must not hide the picture's own error message
+    except Exception as e:  # noqa: BLE001 -- a malformed EXIF block must not hide the picture's own error message
         raise DataError(f"{path}: malformed EXIF data ({e}); re-save the image without EXIF") from None
     img = _to_rgb8(img, path, sixteen, notes)
     if img.size != (size_hw[1], size_hw[0]):

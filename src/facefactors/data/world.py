@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ class WorldStream(IterableDataset):
         self.start = start
         self.image_size = image_size
         self.ground_truth = ground_truth
-        self.description = description or world.description
+        self.description = description or default_description(world, split)
         self.params_fn = params_fn
         self.start_step = start_step
         self.max_steps = max_steps
@@ -147,16 +148,12 @@ class WorldStream(IterableDataset):
             step += 1
 
 
-def _set_params_fn(world: Any, split: str, num_identities: int, images_per_identity: int) -> Callable[[np.ndarray], Any]:
-    """indices -> params of an N identities x M images set, sample ``i`` showing identity ``i // M``."""
-    try:
-        from facefactors.world import samplers  # the world's i.i.d. set sampler, when available
-    except ImportError:
-        samplers = None
-    fn = getattr(samplers, "iid_set_params", None)
-    if fn is not None:
-        return lambda idx: fn(world, idx, split=split, num_identities=num_identities, images_per_identity=images_per_identity)
-    return lambda idx: world.sample_params(idx, split=split, identities=idx // images_per_identity)
+def default_description(world: Any, split: str, num_identities: int | None = None) -> DatasetDescription:
+    """The world's description for ``split`` (identity classes = that split's identities)."""
+    describe = getattr(world, "describe", None)
+    if describe is not None:
+        return describe(split, num_identities) if num_identities is not None else describe(split)
+    return world.description
 
 
 def write_world_set(
@@ -184,9 +181,11 @@ def write_world_set(
         for name in reversed(SET_FILES):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    description = description or world.description
+    sizes = world.config.split_sizes() if hasattr(world.config, "split_sizes") else {}
+    if split in sizes and num_identities > sizes[split]:
+        raise UserError(f"the world's {split} split has {sizes[split]} identities, fewer than num_identities={num_identities}; lower it or enlarge the world config")
+    description = description or default_description(world, split, num_identities)
     n = num_identities * images_per_identity
-    params_fn = _set_params_fn(world, split, num_identities, images_per_identity)
 
     tmp = out_dir / ".images.npy.tmp"
     labels: dict[str, np.ndarray] = {}
@@ -197,7 +196,8 @@ def write_world_set(
             task = bar.add_task(f"rendering {split} set", total=n)
             for lo in range(0, n, chunk_size):
                 idx = np.arange(lo, min(n, lo + chunk_size), dtype=np.int64)
-                params = params_fn(idx)
+                # Sample i shows identity i // M of the split; its other factors are those of sample i.
+                params = world.sample_params(idx, split=split, identities=idx // images_per_identity)
                 out = world.render(params, image_size=image_size, ground_truth=False)
                 img = to_uint8(out.image)  # (B, H, W, 3)
                 if arr is None:
