@@ -185,7 +185,7 @@ def test_declared_but_absent(folder):
 
 def test_declared_unlabelled_factor_is_all_missing(folder):
     (folder / "labels.yaml").write_text(YAML + "  lighting:\n    kind: categorical\n    classes: [a, b]\n    labelled: false\n")
-    ds = ImageFolderDataset(folder)
+    ds = ImageFolderDataset(folder, image_size=8)
     assert "lighting" in ds.description and not ds.description.is_labelled("lighting")
     assert ds.description.is_labelled("expression")
     assert (ds.labels["lighting"] == -1).all() and ds[0]["labels"]["lighting"].item() == -1
@@ -209,7 +209,8 @@ def test_non_numeric_continuous_value(folder):
 
 def test_wrong_size_resize_or_error(folder):
     _img(folder / "alice" / "1.png", 10, size=12)
-    assert ImageFolderDataset(folder, image_size=8)[0]["image"].shape == (3, 8, 8)
+    with pytest.warns(UserWarning, match=r"alice/1.png: image 12x12 centre-cropped and resized to 8x8"):
+        assert ImageFolderDataset(folder, image_size=8)[0]["image"].shape == (3, 8, 8)
     ds = ImageFolderDataset(folder, image_size=8, on_wrong_size="error")
     with pytest.raises(DataError, match=r"alice/1.png: image is 12x12 \(WxH\), expected 8x8"):
         ds[0]
@@ -220,3 +221,16 @@ def test_check_lists_every_bad_file(folder):
     (folder / "bob" / "1.png").write_bytes(b"\x89PNG broken")
     problems = ImageFolderDataset(folder, image_size=8).check(progress=False)
     assert len(problems) == 1 and "bob/1.png: cannot decode" in problems[0]
+
+
+def test_excel_style_csv_bom_crlf_quotes_backslashes(folder):
+    (folder / "labels.csv").write_bytes(
+        "\ufefffile,expression,person,age_value\r\n"
+        '"alice\\1.png", smile ,alice,1\r\n'
+        "\r\n"
+        "bob/1.png,anger,bob,2\r\n".encode("utf-8")
+    )
+    with pytest.warns(UserWarning, match="1 images .* not in the table"):
+        ds = ImageFolderDataset(folder, image_size=8)
+    assert ds.files == ["alice/1.png", "bob/1.png"]
+    np.testing.assert_array_equal(ds.labels["expression"], [1, 2])

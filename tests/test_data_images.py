@@ -112,7 +112,7 @@ def test_palette_and_cmyk_converted(tmp_path):
         c = load_image(tmp_path / "c.jpg", 8, notes=notes)
     assert notes.counts == {"palette": 1, "CMYK": 1}
     assert p.shape == c.shape == (3, 8, 8)
-    ref = torch.from_numpy(np.asarray(Image.fromarray(a).convert("P").convert("RGB"))).permute(2, 0, 1).float() / 255
+    ref = torch.from_numpy(np.array(Image.fromarray(a).convert("P").convert("RGB"))).permute(2, 0, 1).float() / 255
     assert torch.equal(p, ref)
 
 
