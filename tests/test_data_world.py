@@ -106,7 +106,7 @@ def test_stream_workers_and_ranks_get_disjoint_slices():
 
 def test_stream_with_dataloader_workers_is_deterministic():
     w = FakeWorld()
-    loader = torch.utils.data.DataLoader(WorldStream(w, batch_size=2, max_steps=3), batch_size=None, num_workers=2)
+    loader = WorldStream(w, batch_size=2, max_steps=3).loader(num_workers=2)
     indices = [b["index"].tolist() for b in loader]
     assert sorted(i for b in indices for i in b) == list(range(12))  # 2 workers x 3 steps x 2, no repeats
     again = [b["index"].tolist() for b in loader]

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from facefactors.data.description import MISSING_CLASS, DatasetDescription
 from facefactors.data.folder import label_items
@@ -138,6 +138,10 @@ class WorldStream(IterableDataset):
                     batch[key] = getattr(out, key)
             batch["params"] = params
         return batch
+
+    def loader(self, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+        """A DataLoader over this stream (items are already batches, so ``batch_size=None``)."""
+        return DataLoader(self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
