@@ -1,1 +1,29 @@
+"""The pure-PyTorch renderer of facefactors: camera conventions, height-field z-buffer, shading, inverse warp.
 
+Conventions live in ``render/camera.py`` (read its docstring); everything here follows them.
+"""
+
+from facefactors.render.camera import (
+    DEFAULT_FOV_DEG,
+    PIVOT_DEPTH,
+    image_grid,
+    inverse_transform_points,
+    project,
+    rotation_matrix,
+    transform_points,
+    unproject,
+)
+from facefactors.render.rasterize import Raster, rasterize_height_field
+
+__all__ = [
+    "DEFAULT_FOV_DEG",
+    "PIVOT_DEPTH",
+    "Raster",
+    "image_grid",
+    "inverse_transform_points",
+    "project",
+    "rasterize_height_field",
+    "rotation_matrix",
+    "transform_points",
+    "unproject",
+]
