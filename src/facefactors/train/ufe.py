@@ -1,0 +1,130 @@
+"""Lightning recipe of the Universal Face Encoder (Banerjee et al., sec. 3 eq. 6; sec. 4.2).
+
+One optimiser (Adam) over E, ph, ph_oth and D; the loss is L_full of eq. 6 with the weights
+of :class:`~facefactors.train.ufe_losses.UFELossConfig` and the L_dis schedule (warm-up, or
+cyclic annealing for multi-data-set training). The data come from
+:mod:`facefactors.train.ufe_data` (world sets built by :mod:`facefactors.experiments.ufe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from facefactors.config import load_saved_config
+from facefactors.data.description import DatasetDescription
+from facefactors.models.ufe import UFE, UFEConfig
+from facefactors.train.common import RunDir, TrainerConfig, build_trainer, fit, prepare_run
+from facefactors.train.ufe_losses import UFELossConfig, dis_weight, ufe_losses
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import load_module
+
+
+@dataclass
+class UFEDataConfig:
+    world_seed: int = 0  # seed of the face world
+    train_identities: int = 200  # identities rendered for training (world A)
+    images_per_identity: int = 16  # images per training identity
+    test_identities: int = 30  # held-out identities for evaluation
+    test_images_per_identity: int = 12
+    yaw_domains: list[float] = field(default_factory=lambda: [0.0, 30.0])  # pose domains (sec. 4.1: 0 and 30 degrees)
+    nir_probability: float = 0.3  # share of NIR-like camera images, mixed within batches
+    identities_per_batch: int = 8  # k of the k x m batches (positive identity pairs)
+    images_per_batch_identity: int = 4  # m
+    labelled: list[str] = field(default_factory=lambda: ["identity", "expression", "lighting", "pose"])  # world A labels
+    second_set: str = ""  # "" or "world_b": alternate batches with a label-disjoint set (sec. 4.7)
+    second_labelled: list[str] = field(default_factory=lambda: ["age", "gender", "eyeglasses"])  # world B labels
+    cache: str = "runs/cache"  # rendered sets are cached here (keyed by the data config); "" = no cache
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # Adam (the paper: 1e-4 for ~100 epochs; we train far fewer steps)
+    beta1: float = 0.9
+    beta2: float = 0.99
+
+
+@dataclass
+class UFETrainConfig:
+    model: UFEConfig = field(default_factory=UFEConfig)
+    loss: UFELossConfig = field(default_factory=UFELossConfig)
+    data: UFEDataConfig = field(default_factory=UFEDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+class UFERecipe(L.LightningModule):
+    """L_full (eq. 6) on batches ``{"image", "labels", "index"}``."""
+
+    def __init__(
+        self,
+        cfg: UFETrainConfig,  # the whole run config
+        description: DatasetDescription,  # attributes and class counts of the training data
+        run: RunDir | None = None,  # where sample grids go (None: none written)
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.model = UFE(description, cfg.model)
+        self.run = run
+        self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        step = int(self.global_step)
+        lam = dis_weight(step, self.cfg.trainer.max_steps, self.cfg.loss)
+        if self.cfg.loss.dis_every > 1 and step % self.cfg.loss.dis_every:
+            lam = 0.0
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator)
+        B = batch["image"].shape[0]
+        self.log("loss", total, prog_bar=True, batch_size=B)
+        self.log("lambda_dis", lam, batch_size=B)
+        for k, v in terms.items():
+            self.log(f"loss_{k}", v, prog_bar=k in ("rec", "cls"), batch_size=B)
+        every = self.cfg.trainer.sample_every_n_steps
+        if self.run is not None and every > 0 and step % every == 0 and self.trainer.is_global_zero:
+            self._write_samples(batch["image"][:8], step)
+        return total
+
+    @torch.no_grad()
+    def _write_samples(self, image: torch.Tensor, step: int) -> None:
+        from facefactors.edit.composite import save_grid
+
+        recon = self.model.decode(self.model.encode(image), "const").clamp(0, 1)
+        save_grid(torch.stack([image, recon], 0), self.run.samples / f"recon_{step:06d}.png")
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        return torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+
+
+def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:
+    """Train (or resume) a UFE run in ``out`` on an endless batch stream; returns the run and model."""
+    from facefactors.train.ufe_data import unbatched_loader
+
+    run, _ = prepare_run(out, cfg, overwrite=overwrite)
+    description.save(run.path / "description.json")
+    recipe = UFERecipe(cfg, description, run)
+    trainer = build_trainer(cfg.trainer, run)
+    fit(trainer, recipe, run, train_dataloaders=unbatched_loader(train_stream))
+    recipe.model.eval()
+    return run, recipe.model
+
+
+def load_ufe(run_dir: str | Path, device: str | torch.device = "cpu") -> UFE:
+    """The trained UFE of a run directory (config.yaml + description.json + weights.safetensors)."""
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise UserError(f"{run.path}: no such run directory; train one with `facefactors ufe train --out {run.path}`")
+    cfg = load_saved_config(UFETrainConfig, run.config)
+    desc_path = run.path / "description.json"
+    if not desc_path.is_file():
+        raise UserError(f"{desc_path}: missing; this is not a UFE run directory (train one with `facefactors ufe train`)")
+    try:
+        description = DatasetDescription.load(desc_path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    model = UFE(description, cfg.model)
+    load_module(run.weights, model)
+    return model.to(device).eval()
