@@ -1,1 +1,29 @@
+"""Evaluation suite: every metric of the seed papers and of the disentanglement literature.
 
+Arrays in, plain dict out, registered by name (:mod:`facefactors.metrics.registry`). Importing
+this package registers every metric; ``available()`` lists them and ``get_metric(name)`` returns
+one. Metrics know nothing of torch models: numpy / scipy / scikit-learn only.
+"""
+
+from facefactors.metrics import dci as _dci  # noqa: F401  (registration side effects)
+from facefactors.metrics import interventional as _interventional  # noqa: F401
+from facefactors.metrics import irs as _irs  # noqa: F401
+from facefactors.metrics import mig as _mig  # noqa: F401
+from facefactors.metrics import modularity as _modularity  # noqa: F401
+from facefactors.metrics import sap as _sap  # noqa: F401
+from facefactors.metrics import unsupervised as _unsupervised  # noqa: F401
+from facefactors.metrics.dci import dci
+from facefactors.metrics.interventional import beta_vae_score, factor_vae_score
+from facefactors.metrics.irs import irs
+from facefactors.metrics.mig import mig
+from facefactors.metrics.modularity import explicitness, modularity
+from facefactors.metrics.registry import available, get_metric, register
+from facefactors.metrics.sampler import GroundTruthSampler, generate_codes
+from facefactors.metrics.sap import sap
+from facefactors.metrics.unsupervised import total_correlation
+
+__all__ = [
+    "available", "get_metric", "register", "GroundTruthSampler", "generate_codes",
+    "mig", "dci", "sap", "modularity", "explicitness", "irs", "total_correlation",
+    "beta_vae_score", "factor_vae_score",
+]
