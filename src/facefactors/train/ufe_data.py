@@ -11,7 +11,11 @@ batches of two label-disjoint sets.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -29,6 +33,8 @@ class FaceTensorSet:
     images: torch.Tensor  # (N, 3, H, W) uint8 (compact) or float in [0, 1]
     labels: dict[str, torch.Tensor]  # factor -> (N,) long (categorical, -1 missing) or float (NaN missing)
     description: DatasetDescription
+    index: torch.Tensor | None = None  # (N,) world sample index (with labels["identity"] it regenerates the params)
+    split: str = "train"  # world split the images come from
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -48,11 +54,12 @@ class FaceTensorSet:
                 labels[k] = v
             else:
                 labels[k] = torch.full_like(v, -1) if not v.is_floating_point() else torch.full_like(v, float("nan"))
-        return FaceTensorSet(self.images, labels, desc)
+        return FaceTensorSet(self.images, labels, desc, self.index, self.split)
 
     def subset(self, idx) -> "FaceTensorSet":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description)
+        index = None if self.index is None else self.index[idx]
+        return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description, index, self.split)
 
 
 class GroupedBatches(IterableDataset):
@@ -65,10 +72,12 @@ class GroupedBatches(IterableDataset):
         groups_per_batch: int,  # k
         samples_per_group: int,  # m
         seed: int = 0,  # order of batches
+        groups: torch.Tensor | None = None,  # (N,) grouping values if not the data's own labels (e.g. hidden ids)
     ):
         super().__init__()
         self.data = data
-        self.sampler = GroupedBatchSampler({group_by: data.labels[group_by].numpy()}, group_by, groups_per_batch, samples_per_group, seed=seed)
+        values = (groups if groups is not None else data.labels[group_by]).numpy()
+        self.sampler = GroupedBatchSampler({group_by: values}, group_by, groups_per_batch, samples_per_group, seed=seed)
 
     def __iter__(self) -> Iterator[dict]:
         while True:
@@ -110,3 +119,67 @@ def class_balance(labels: np.ndarray) -> float:
     if labels.size == 0:
         return float("nan")
     return float(np.bincount(labels).max() / labels.size)
+
+
+# --- world sets ---------------------------------------------------------------------------------
+def world_a_config(seed: int, image_size: int, yaw_domains, nir_probability: float):
+    """World A of the UFE experiments: pose classes are the yaw domains (0 and 30 degrees, as the
+    MultiPIE buckets of sec. 4.1), RGB and NIR cameras mixed."""
+    from facefactors.world.config import WorldConfig
+
+    return WorldConfig(seed=seed, image_size=image_size, yaw_buckets=tuple(float(y) for y in yaw_domains), nir_probability=nir_probability)
+
+
+def render_world_set(
+    world_config,  # a WorldConfig
+    split: str,  # "train" / "val" / "test": identities are disjoint between splits
+    num_identities: int,  # the first n identities of the split
+    per_identity: int,  # images per identity
+    cache: str | Path = "",  # folder for a cached copy ("" = none)
+    progress: bool = True,  # rich progress bar while rendering
+    chunk: int = 64,  # images rendered at once
+    identity_offset: int = 0,  # first local identity (label-disjoint sets use other people)
+) -> FaceTensorSet:
+    """N identities x M images of the world, all factors labelled, as a :class:`FaceTensorSet`.
+
+    Sample j has world index j and local identity ``j // per_identity``, so the whole set (and
+    the parameters of every image, for ground-truth composites) is a pure function of
+    (world config, split, N, M).
+    """
+    from facefactors.world.world import FaceWorld
+
+    world = FaceWorld(world_config)
+    description = world.describe(split, identity_offset + num_identities, name=f"world-{split}")
+    n = num_identities * per_identity
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), split, num_identities, per_identity, identity_offset], default=str).encode()).hexdigest()[:16]
+    path = Path(cache) / f"world_{split}_{num_identities}x{per_identity}_{world_config.image_size}_{key}.npz" if cache else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                labels = {k[len("labels/"):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("labels/")}
+                return FaceTensorSet(torch.from_numpy(z["images"]), labels, description, torch.from_numpy(z["index"]), split)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is simply re-rendered
+    index = torch.arange(n) + identity_offset * per_identity
+    ident = index // per_identity
+    images, labels = [], {}
+    from facefactors.data.progress import progress_bar
+
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"rendering {split} set", total=n)
+        for s in range(0, n, chunk):
+            p = world.sample_params(index[s : s + chunk], split, identities=ident[s : s + chunk])
+            b = world.render(p)
+            images.append((b.image * 255).round().to(torch.uint8))
+            for k, v in b.labels.items():
+                labels.setdefault(k, []).append(v)
+            bar.advance(task, len(p))
+    out = FaceTensorSet(torch.cat(images), {k: torch.cat(v) for k, v in labels.items()}, description, index, split)
+    if path is not None:
+        from facefactors.utils.io import atomic_path
+
+        arrays = {"images": out.images.numpy(), "index": index.numpy(), **{f"labels/{k}": v.numpy() for k, v in out.labels.items()}}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    return out

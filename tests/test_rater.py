@@ -1,0 +1,91 @@
+"""The independent rater: API, change scores, calibrated "which changed", loss masking, loading."""
+
+import json
+
+import pytest
+import torch
+
+from facefactors.config import save_config
+from facefactors.data.description import DatasetDescription, Factor
+from facefactors.models.rater import NO_CHANGE, Rater, RaterConfig, load_rater
+from facefactors.train.rater import RaterTrainConfig, rater_loss
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import save_module
+
+
+def description():
+    return DatasetDescription(
+        "w",
+        (
+            Factor("identity", class_names=tuple(map(str, range(5)))),
+            Factor("expression", class_names=("neutral", "smile", "anger")),
+            Factor("pose", class_names=("0", "30")),
+            Factor("yaw", kind="continuous"),
+        ),
+        image_size=32,
+    )
+
+
+def tiny():
+    torch.manual_seed(0)
+    return Rater(description(), RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8))
+
+
+def test_predict_and_embed():
+    r = tiny().eval()
+    x = torch.rand(4, 3, 32, 32)
+    p = r.predict(x)
+    assert r.factors == ["expression", "pose"]  # every categorical factor but identity
+    assert p["expression"].shape == (4, 3) and torch.allclose(p["pose"].sum(-1), torch.ones(4))
+    e = r.embed_identity(x)
+    assert e.shape == (4, 8) and torch.allclose(e.norm(dim=-1), torch.ones(4), atol=1e-5)
+
+
+def test_change_scores_zero_for_identical_images_and_bounded():
+    r = tiny().eval()
+    x, y = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    same = r.change_scores(x, x)
+    assert all(torch.allclose(v, torch.zeros(3), atol=1e-5) for v in same.values())
+    diff = r.change_scores(x, y)
+    assert set(diff) == {"expression", "pose", "identity"}
+    assert all(((v >= 0) & (v <= 1)).all() for v in diff.values())
+
+
+def test_which_changed_uses_calibration_and_threshold(monkeypatch):
+    r = tiny()
+    scores = {"identity": torch.tensor([0.10, 0.01, 0.02]), "expression": torch.tensor([0.30, 0.50, 0.01]), "pose": torch.tensor([0.0, 0.0, 0.0])}
+    monkeypatch.setattr(r, "change_scores", lambda a, b: scores)
+    calib = {"identity": 0.1, "expression": 0.6, "pose": 0.5}
+    # ratios: sample 0: id 1.0 vs expr 0.5 -> identity; sample 1: id 0.1 vs expr 0.83 -> expression;
+    # sample 2: nothing reaches 0.5 of its calibrated change -> none.
+    assert r.which_changed(None, None, calib) == ["identity", "expression", NO_CHANGE]
+    assert r.which_changed(None, None, calib, candidates=["expression", "pose"], threshold=0.4) == ["expression", "expression", NO_CHANGE]
+
+
+def test_rater_loss_masks_missing_labels_and_reaches_every_parameter():
+    r = tiny()
+    x = torch.rand(4, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 1, -1, 4]), "expression": torch.tensor([0, -1, 2, 1]), "pose": torch.tensor([-1, -1, -1, -1])}
+    total, terms = rater_loss(r, x, labels)
+    assert set(terms) == {"identity", "expression"}  # pose has no label here
+    total.backward()
+    for n, p in r.named_parameters():
+        if n.startswith("heads.pose"):
+            assert p.grad is None or p.grad.abs().sum() == 0
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+
+def test_load_rater_round_trip(tmp_path):
+    r = tiny().eval()
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8))
+    save_config(cfg, tmp_path / "config.yaml")
+    description().save(tmp_path / "description.json")
+    save_module(tmp_path / "weights.safetensors", r)
+    (tmp_path / "calibration.json").write_text(json.dumps({"identity": 0.2}))
+    loaded = load_rater(tmp_path)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded.predict(x)["expression"], r.predict(x)["expression"], atol=1e-6)
+    assert loaded.calibration == {"identity": 0.2}
+    with pytest.raises(UserError, match="train a rater"):
+        load_rater(tmp_path / "nope")
