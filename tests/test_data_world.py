@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from facefactors.data.batching import missing_positive_pairs
 from facefactors.data.collate import collate
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.data.world import WorldArrayDataset, WorldStream, write_world_set
@@ -25,6 +26,9 @@ class FakeConfig:
     seed: int = 3
     image_size: int = 8
     yaw_buckets: tuple = (-30.0, 0.0, 30.0)
+
+    def split_sizes(self):
+        return {"train": 20, "val": 15, "test": 15}
 
 
 @dataclass
@@ -120,6 +124,22 @@ def test_stream_masks_unlabelled_factors_and_yields_ground_truth():
     assert (b["labels"]["identity"] == -1).all() and torch.isnan(b["labels"]["yaw"]).all()
     assert b["labels"]["expression"].tolist() == [0, 1]
     assert b["landmarks"].shape == (2, 68, 2) and b["params"].index.tolist() == [0, 1]
+
+
+def test_grouped_stream_has_identity_pairs_and_is_deterministic():
+    w = FakeWorld()
+    s = WorldStream(w, batch_size=7, samples_per_identity=3)
+    it = iter(s)
+    for _ in range(3):
+        b = next(it)
+        _, counts = np.unique(b["labels"]["identity"].numpy(), return_counts=True)
+        assert len(counts) == 2 and counts.min() >= 2  # 7 = 3 + 4: the lone leftover joined a group
+        assert missing_positive_pairs({"identity": b["labels"]["identity"]}) == []
+    again = next(iter(WorldStream(w, batch_size=7, samples_per_identity=3)))
+    first = next(iter(s))
+    assert torch.equal(again["labels"]["identity"], first["labels"]["identity"])
+    with pytest.raises(UserError, match="samples_per_identity must be in"):
+        WorldStream(w, batch_size=4, samples_per_identity=1)
 
 
 def test_write_read_round_trip(tmp_path):

@@ -74,6 +74,10 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 class WorldStream(IterableDataset):
     """Infinite stream of freshly rendered world batches (see module doc).
 
+    With ``samples_per_identity=m`` every batch holds ceil(B/m) distinct identities with m images
+    each (the world-side counterpart of :class:`GroupedBatchSampler`), so identity contrastive
+    losses always find positive pairs; the other factors are those of the batch's indices.
+
     Use with ``DataLoader(stream, batch_size=None, num_workers=...)``: items are whole batches
     ``{"image": (B, 3, H, W), "labels": {name: (B,)}, "index": (B,)}`` (plus ground-truth maps
     and ``params`` when ``ground_truth=True``).
@@ -89,6 +93,7 @@ class WorldStream(IterableDataset):
         ground_truth: bool = False,  # also yield landmarks, canonical maps and params
         description: DatasetDescription | None = None,  # labels outside description.labelled are masked
         params_fn: Callable[[np.ndarray, str], Any] | None = None,  # indices, split -> FaceParams; default world.sample_params
+        samples_per_identity: int | None = None,  # m >= 2: batches of B/m identities x m images (positive pairs)
         start_step: int = 0,  # resume: skip the batches a run has already seen
         max_steps: int | None = None,  # stop after this many steps per (rank, worker); None = never
         rank: int | None = None,  # data-parallel rank; None = from torch.distributed if initialised
@@ -105,6 +110,11 @@ class WorldStream(IterableDataset):
         self.ground_truth = ground_truth
         self.description = description or default_description(world, split)
         self.params_fn = params_fn
+        if samples_per_identity is not None and not 2 <= samples_per_identity <= batch_size:
+            raise UserError(f"samples_per_identity must be in [2, batch_size={batch_size}], got {samples_per_identity}")
+        if samples_per_identity is not None and params_fn is not None:
+            raise UserError("pass either params_fn or samples_per_identity, not both")
+        self.samples_per_identity = samples_per_identity
         self.start_step = start_step
         self.max_steps = max_steps
         self.rank = rank
@@ -123,9 +133,31 @@ class WorldStream(IterableDataset):
         b = (step * num_ranks + rank) * num_workers + worker
         return self.start + b * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
 
+    def identities(self, indices: np.ndarray) -> np.ndarray:
+        """Local identity ids of a grouped batch: ceil(B/m) distinct identities, m images each.
+
+        A pure function of the batch's first index, so grouped streams stay deterministic; a
+        lone leftover sample joins the previous identity so every identity has a pair.
+        """
+        m, bsz = self.samples_per_identity, len(indices)
+        n_id = self.world.config.split_sizes()[self.split]
+        groups = -(-bsz // m)
+        if groups > n_id:
+            raise UserError(f"a batch of {bsz} with samples_per_identity={m} needs {groups} identities; the {self.split} split has {n_id}")
+        rng = np.random.default_rng([int(indices[0]), 0x1D])
+        ids = np.repeat(rng.choice(n_id, size=groups, replace=False), m)[:bsz]
+        if bsz % m == 1 and bsz > 1:
+            ids[-1] = ids[-2]
+        return ids
+
     def render_batch(self, indices: np.ndarray) -> dict:
         """Render the samples ``indices`` into one batch dict."""
-        params = self.params_fn(indices, self.split) if self.params_fn else self.world.sample_params(indices, split=self.split)
+        if self.params_fn is not None:
+            params = self.params_fn(indices, self.split)
+        elif self.samples_per_identity is not None:
+            params = self.world.sample_params(indices, split=self.split, identities=self.identities(indices))
+        else:
+            params = self.world.sample_params(indices, split=self.split)
         out = self.world.render(params, image_size=self.image_size, ground_truth=self.ground_truth)
         batch = {
             "image": out.image,  # (B, 3, H, W)
