@@ -5,7 +5,9 @@ this package registers every metric; ``available()`` lists them and ``get_metric
 one. Metrics know nothing of torch models: numpy / scipy / scikit-learn only.
 """
 
-from facefactors.metrics import dci as _dci  # noqa: F401  (registration side effects)
+from facefactors.metrics import correlation as _correlation  # noqa: F401  (registration side effects)
+from facefactors.metrics import dci as _dci  # noqa: F401
+from facefactors.metrics import disco as _disco  # noqa: F401
 from facefactors.metrics import interventional as _interventional  # noqa: F401
 from facefactors.metrics import irs as _irs  # noqa: F401
 from facefactors.metrics import mig as _mig  # noqa: F401
