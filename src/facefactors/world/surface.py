@@ -1,0 +1,158 @@
+"""The face surface as a height field on the canonical frontal grid (Unsup3D, Wu et al. 2020,
+sec. 3.1: depth d(u, v) over the canonical view) and its mask.
+
+The relief R (toward the camera) is a head superellipsoid plus anatomical bumps (nose bridge
+and tip, alae, brow ridge, eye sockets and eyeballs, cheekbones, muzzle, lips, chin), all
+smooth analytic functions of the neutral canonical point n, so an expression only has to move
+n (expression.py). Depth is ``Z0 - tan(fov/2) * R``: R is in canonical image units, so a bump
+of height 0.2 stands out as far as 0.2 of the image is wide at depth 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from facefactors.world.identity import jaw_half_width
+
+Z0 = 1.02  # depth of the head silhouette, just behind the pivot (1.0) so heads turn about their middle; nose tip ~0.96
+NECK_W = 0.31  # neck half-width, canonical units
+
+
+def gauss(x, y, cx, cy, sx, sy):
+    return torch.exp(-(((x - cx) / sx) ** 2) - ((y - cy) / sy) ** 2)
+
+
+def soft(x, width):
+    """Smooth step 0 -> 1 around x = 0 over ``width`` (anti-aliased region edges)."""
+    return torch.sigmoid(x / width)
+
+
+class Window:
+    """The rows and columns of the canonical grid that can hold a local feature.
+
+    Features live at known places of the neutral face ([x0, x1] x [y0, y1] covers every identity);
+    the expression flow moves points by less than ``FLOW_MARGIN``, so evaluating a feature only in
+    this window of the expressed grid is exact and several times cheaper than the full grid.
+    """
+
+    FLOW_MARGIN = 0.15
+
+    def __init__(self, size: int, x0: float, x1: float, y0: float, y1: float):
+        def sl(a, b):
+            m = self.FLOW_MARGIN
+            return slice(max(0, int((a - m + 1) / 2 * size)), min(size, int((b + m + 1) / 2 * size) + 1))
+
+        self.cols, self.rows = sl(x0, x1), sl(y0, y1)
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        """The window of a (..., H, W) map."""
+        return t[..., self.rows, self.cols]
+
+    def add_(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        full[..., self.rows, self.cols] += part
+        return full
+
+    def mul_(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        full[..., self.rows, self.cols] *= part
+        return full
+
+
+def windows(size: int) -> dict[str, "Window"]:
+    return {
+        "eyes": Window(size, -0.66, 0.66, -0.62, 0.1),
+        "nose": Window(size, -0.3, 0.3, -0.3, 0.4),
+        "mouth": Window(size, -0.45, 0.45, 0.12, 0.75),
+        "lower": Window(size, -0.8, 0.8, -0.05, 1.0),
+        "forehead": Window(size, -0.4, 0.4, -0.8, -0.25),
+    }
+
+
+def col(f: dict, key: str) -> torch.Tensor:
+    """A per-face feature as (B, 1, 1) for broadcasting against (B, H, W) grids."""
+    return f[key][:, None, None]
+
+
+def hair_regions(x, y, f, hair, albedo_hairline, px):
+    """Soft masks (B, H, W) of hair outside the face (volume, long hair) and of hair over the face
+    (above the hairline, at the temples). ``hair`` (B, 4) = volume, length, fringe, part."""
+    w = jaw_half_width(y, f)
+    ax = x.abs()
+    vol = (0.03 + 0.09 * hair[:, 0])[:, None, None]
+    length = hair[:, 1][:, None, None]
+    fringe = hair[:, 2][:, None, None]
+    top, ey = col(f, "jaw_top"), col(f, "eye_y")
+    jaw_w = col(f, "jaw_w")
+    # outside the face: a cap around the cranium, straight down the sides as far as the length says
+    bottom = top + 0.12 + 0.95 * length
+    cap_w = torch.where(y < top, w + vol, jaw_w * 1.03 + vol * (1 - 0.3 * length))
+    cap_w = torch.where(y < top, cap_w, cap_w * soft(bottom - y, 0.03))
+    outer = soft(cap_w - ax, px) * soft(y - (top - 1.05 - vol), px)
+    # over the face: above the hairline (recedes with the hairline coefficient, comes down with a fringe)
+    recede = albedo_hairline[:, None, None]
+    hl = ey - 0.44 - 0.22 * recede + 0.14 * fringe + 0.10 * (ax / jaw_w) ** 2
+    over = soft(hl - y, 0.012) + soft(ax - (w - 0.045), px) * soft(ey + 0.02 - y, 0.02)
+    return outer, over.clamp(max=1)
+
+
+def relief(x, y, f, hair, albedo_hairline, px):
+    """Relief R (B, H, W), mask (B, H, W), and region masks (face, hair, neck) at neutral points (x, y)."""
+    w = jaw_half_width(y, f)
+    ax = x.abs()
+    top, chin = col(f, "jaw_top"), col(f, "chin_y")
+    hd = col(f, "head_depth")
+    s = ((y - top) / (chin - top)).clamp(0, 1)
+    up = ((top - y) / 1.05).clamp(0, 1)
+    front = torch.where(y < top, hd * (1 - up * up).clamp_min(0).sqrt(), hd * (1 - 0.3 * s * s))
+    q = (ax / w.clamp_min(1e-4)).clamp(0, 1)
+    r = front * (1 - q.pow(2.5)).clamp_min(0).sqrt()
+
+    win = windows(x.shape[-1])
+    ex, ey, tip = col(f, "eye_x"), col(f, "eye_y"), col(f, "nose_tip_y")
+    k = win["nose"]
+    xn, yn = k(x), k(y)
+    bridge = ey - 0.03
+    tt = ((yn - bridge) / (tip - bridge)).clamp(0, 1)
+    below = torch.exp(-(((yn - tip).clamp_min(0) / 0.055) ** 2))
+    nose_prof = (0.22 + 0.78 * tt * tt * (3 - 2 * tt)) * below * soft(yn - bridge + 0.02, 0.02)
+    sig = 0.03 + 0.035 * tt
+    nose = col(f, "nose_h") * nose_prof * torch.exp(-((xn / sig) ** 2))
+    nose = nose + 0.05 * gauss(xn.abs(), yn, 0.7 * col(f, "nose_w"), tip + 0.035, 0.045, 0.035)  # alae
+    k.add_(r, nose)
+    k = win["eyes"]
+    xe, ye = k(x), k(y)
+    axe = xe.abs()
+    eyes = -col(f, "eye_depth") * gauss(axe, ye, ex, ey, 0.12, 0.075)  # sockets
+    eyes = eyes + 0.03 * gauss(axe, ye, ex, ey, 0.07, 0.035)  # eyeballs
+    eyes = eyes + col(f, "brow_ridge") * gauss(xe, ye, 0, ey - 0.13, 0.38, 0.05)
+    k.add_(r, eyes)
+    k = win["lower"]
+    xl, yl = k(x), k(y)
+    my, mw = col(f, "mouth_y"), col(f, "mouth_w")
+    low = col(f, "cheek") * gauss(xl.abs(), yl, 0.33, 0.06, 0.12, 0.10)
+    low = low + 0.05 * gauss(xl, yl, 0, my - 0.03, 0.25, 0.2)  # muzzle
+    low = low + 0.022 * gauss(xl, yl, 0, my - col(f, "lip_u") * 0.5, 0.9 * mw, 0.03)
+    low = low + 0.028 * gauss(xl, yl, 0, my + col(f, "lip_l") * 0.5, 0.75 * mw, 0.035)
+    low = low - 0.015 * gauss(xl, yl, 0, my + col(f, "lip_l") + 0.035, 0.14, 0.025)  # crease under the lip
+    low = low + col(f, "chin") * gauss(xl, yl, 0, chin - 0.1, 0.13, 0.08)
+    k.add_(r, low)
+
+    face = soft(w - ax, px)
+    hair_out, hair_over = hair_regions(x, y, f, hair, albedo_hairline, px)
+    # hair lies on the head; outside the face it stands behind the face's front (frames it)
+    hair_r = 0.35 * hd * (1 - (ax / (col(f, "jaw_w") + 0.15)).clamp(0, 1) ** 2)
+    neck_r = 0.45 * hd * (1 - (ax / NECK_W).clamp(0, 1) ** 2).sqrt() - 0.05
+    neck = soft(NECK_W - ax, px) * soft(y - 0.2, px)
+    r_face = r + 0.02 * hair_over
+    big = -1.0
+    r_all = torch.maximum(torch.where(face > 0.5, r_face, torch.full_like(r, big)), torch.where(hair_out > 0.5, hair_r, torch.full_like(r, big)))
+    r_all = torch.maximum(r_all, torch.where(neck > 0.5, neck_r, torch.full_like(r, big)))
+    mask = torch.maximum(torch.maximum(face, hair_out), neck)
+    r_all = torch.where(r_all <= big, torch.zeros_like(r_all), r_all)
+    return r_all, mask, {"face": face, "hair_out": hair_out, "hair_over": hair_over, "neck": neck * (1 - face)}
+
+
+def to_depth(r: torch.Tensor, fov_deg: float) -> torch.Tensor:
+    """Relief (B, H, W) in canonical units -> depth (B, 1, H, W) in camera units."""
+    return (Z0 - math.tan(math.radians(fov_deg) / 2) * r)[:, None]
