@@ -14,16 +14,22 @@ from facefactors.render.camera import (
     unproject,
 )
 from facefactors.render.rasterize import Raster, rasterize_height_field
+from facefactors.render.shading import depth_to_normal, lambertian, lambertian_to_sh, sh_basis, sh_shading
 
 __all__ = [
     "DEFAULT_FOV_DEG",
     "PIVOT_DEPTH",
     "Raster",
+    "depth_to_normal",
     "image_grid",
     "inverse_transform_points",
+    "lambertian",
+    "lambertian_to_sh",
     "project",
     "rasterize_height_field",
     "rotation_matrix",
+    "sh_basis",
+    "sh_shading",
     "transform_points",
     "unproject",
 ]

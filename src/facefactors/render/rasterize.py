@@ -48,11 +48,11 @@ class Raster:
 
 @dataclass
 class Fragments:
-    """Per-pixel winners of the z-buffer (no gradient): which triangle each pixel sees."""
+    """Per-pixel winners of the z-buffer (no gradient): which grid triangle each covered pixel sees."""
 
     pixel: torch.Tensor  # (P,) flat index b * H * W + y * W + x of every covered pixel
-    face: torch.Tensor  # (P,) index into ``faces`` of the triangle it sees
     batch: torch.Tensor  # (P,) batch index of the pixel
+    face: torch.Tensor  # (P,) index into ``grid_faces(Hc, Wc)`` of the triangle it sees
     size: tuple[int, int, int]  # (B, H, W) of the raster
 
 
@@ -60,12 +60,26 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
     """Triangles of a (height x width) vertex grid in row-major vertex order: (2 (H-1)(W-1), 3).
 
     Cell (i, j) with corners a=(i, j), b=(i, j+1), c=(i+1, j), d=(i+1, j+1) gives (a, b, c) and
-    (b, d, c); the diagonal is fixed, so the same grid always gives the same mesh.
+    (b, d, c); all first triangles come first, then all second ones. The diagonal is fixed, so
+    the same grid always gives the same mesh (the reference test builds it in trimesh).
     """
     idx = torch.arange(height * width, device=device).reshape(height, width)
     a, b = idx[:-1, :-1].reshape(-1), idx[:-1, 1:].reshape(-1)
     c, d = idx[1:, :-1].reshape(-1), idx[1:, 1:].reshape(-1)
     return torch.cat([torch.stack([a, b, c], -1), torch.stack([b, d, c], -1)], 0)  # (T, 3)
+
+
+def _grid_corners(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Values of a (B, Hc, Wc) grid at the three corners of every ``grid_faces`` triangle: 3 x (B, T).
+
+    Slicing instead of gathering: the mesh is a regular grid, so no index tensor is needed.
+    """
+    bsz = g.shape[0]
+    a, b, c, d = g[:, :-1, :-1], g[:, :-1, 1:], g[:, 1:, :-1], g[:, 1:, 1:]
+    v0 = torch.stack([a, b], 1).reshape(bsz, -1)
+    v1 = torch.stack([b, d], 1).reshape(bsz, -1)
+    v2 = torch.stack([c, c], 1).reshape(bsz, -1)
+    return v0, v1, v2
 
 
 def to_pixels(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -75,62 +89,64 @@ def to_pixels(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rasterize_triangles(
-    screen: torch.Tensor,  # (B, N, 3) vertices: x, y in pixel units (centre j at j), z = depth
-    faces: torch.Tensor,  # (T, 3) vertex indices, shared by the batch
-    face_valid: torch.Tensor,  # (B, T) bool, which triangles exist in each item
+def rasterize_grid(
+    screen: torch.Tensor,  # (B, Hc, Wc, 3) grid vertices: x, y in pixel units (centre j at j), z = depth
+    on: torch.Tensor,  # (B, Hc, Wc) bool, vertices that exist (a triangle needs all three)
     height: int,  # raster height in pixels
     width: int,  # raster width in pixels
 ) -> Fragments:
-    """Vectorised z-buffer: for each pixel centre, the nearest triangle that covers it."""
-    bsz, nv, _ = screen.shape
+    """Vectorised z-buffer: for each pixel centre, the nearest grid triangle that covers it."""
+    bsz, hc, wc, _ = screen.shape
     dev = screen.device
-    v = screen.detach().float().reshape(bsz * nv, 3)
-    bi, ti = face_valid.nonzero(as_tuple=True)
-    tri = v[bi[:, None] * nv + faces[ti]]  # (M, 3, 3)
-    x, y, z = tri.unbind(-1)  # (M, 3) each
-    x0, x1, x2 = x.unbind(1)
-    y0, y1, y2 = y.unbind(1)
+    v = screen.detach().float()
+    x0, x1, x2 = _grid_corners(v[..., 0])  # (B, T) each
+    y0, y1, y2 = _grid_corners(v[..., 1])
+    z0, z1, z2 = _grid_corners(v[..., 2])
+    m0, m1, m2 = _grid_corners(on)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    xmin = torch.ceil(x.amin(1) - _INSIDE_EPS).clamp(min=0)
-    xmax = torch.floor(x.amax(1) + _INSIDE_EPS).clamp(max=width - 1)
-    ymin = torch.ceil(y.amin(1) - _INSIDE_EPS).clamp(min=0)
-    ymax = torch.floor(y.amax(1) + _INSIDE_EPS).clamp(max=height - 1)
-    keep = (z.amin(1) > _MIN_Z) & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
-    inv_area, invz = 1.0 / area, 1.0 / z  # (M,), (M, 3)
-
-    # Barycentrics and 1/z are affine in the pixel position: coefficients (a, b, c) of
-    # a * dx + b * dy + c relative to the box corner (xmin, ymin), rows l0, l1, l2, 1/z.
-    ex, ey = xmin - x0, ymin - y0
-    a1, b1 = (y2 - y0) * inv_area, (x0 - x2) * inv_area
-    a2, b2 = (y0 - y1) * inv_area, (x1 - x0) * inv_area
-    c1, c2 = a1 * ex + b1 * ey, a2 * ex + b2 * ey
-    dz1, dz2 = invz[:, 1] - invz[:, 0], invz[:, 2] - invz[:, 0]
-    coef = torch.stack([
-        -a1 - a2, -b1 - b2, 1.0 - c1 - c2,
-        a1, b1, c1,
-        a2, b2, c2,
-        a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2, invz[:, 0] + c1 * dz1 + c2 * dz2,
-    ], 0).reshape(4, 3, -1)  # (4, 3, M): rows l0, l1, l2, 1/z; columns a, b, c
+    xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
+    xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
+    ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
+    ymax = torch.floor(torch.maximum(torch.maximum(y0, y1), y2) + _INSIDE_EPS).clamp(max=height - 1)
+    zmin = torch.minimum(torch.minimum(z0, z1), z2)
+    keep = m0 & m1 & m2 & (zmin > _MIN_Z) & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
 
     # Bucket triangles by box size so each bucket is one dense (Mb, K) tensor op. A box rounded
     # up past the right/bottom border would wrap into the next row or image: those triangles
     # (few) get an explicit range check. Culled triangles go to bucket 0, which is skipped.
     nb = len(_BOX_SIZES)
     sizes = torch.tensor(_BOX_SIZES, device=dev)
-    iw = torch.searchsorted(sizes, (xmax - xmin + 1).long().clamp(1, _BOX_SIZES[-1]))
-    ih = torch.searchsorted(sizes, (ymax - ymin + 1).long().clamp(1, _BOX_SIZES[-1]))
-    xmin, ymin = xmin.long(), ymin.long()
+    iw = torch.searchsorted(sizes, (xmax - xmin + 1).clamp(1, _BOX_SIZES[-1]).long())
+    ih = torch.searchsorted(sizes, (ymax - ymin + 1).clamp(1, _BOX_SIZES[-1]).long())
     fits = (xmin + sizes[iw] <= width) & (ymin + sizes[ih] <= height)
-    bucket = torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0)
+    bucket = torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0).reshape(-1)
     counts = torch.bincount(bucket, minlength=1 + 2 * nb * nb).tolist()
-    order = torch.argsort(bucket)
-    coef = coef[:, :, order].permute(0, 2, 1).contiguous()  # (4, M, 3) sorted by bucket
-    base = ((bi * height + ymin) * width + xmin)[order]  # flat index of each box corner
-    xmin, ymin = xmin[order], ymin[order]
+    # int16 keys make torch's stable sort a cheap radix-style sort (bucket ids < 2 * 23^2 + 1)
+    order = torch.argsort(bucket.to(torch.int16), stable=True)[counts[0]:]  # kept triangles (b * T + t)
+    table = torch.stack([x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin], -1).reshape(-1, 11)
+    x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin = table.index_select(0, order).unbind(1)
+
+    # Barycentrics and 1/z are affine in the pixel position: coefficients (a, b, c) of
+    # a * dx + b * dy + c relative to the box corner (xmin, ymin), rows l0, l1, l2, 1/z.
+    inv_area = 1.0 / ((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
+    ex, ey = xmin - x0, ymin - y0
+    a1, b1 = (y2 - y0) * inv_area, (x0 - x2) * inv_area
+    a2, b2 = (y0 - y1) * inv_area, (x1 - x0) * inv_area
+    c1, c2 = a1 * ex + b1 * ey, a2 * ex + b2 * ey
+    iz0 = 1.0 / z0
+    dz1, dz2 = 1.0 / z1 - iz0, 1.0 / z2 - iz0
+    coef = torch.stack([
+        -a1 - a2, -b1 - b2, 1.0 - c1 - c2,
+        a1, b1, c1,
+        a2, b2, c2,
+        a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2, iz0 + c1 * dz1 + c2 * dz2,
+    ], -1).reshape(-1, 4, 3)  # (M, 4, 3): rows l0, l1, l2, 1/z; columns a, b, c
+    tri_b = order // (2 * (hc - 1) * (wc - 1))
+    xmin, ymin = xmin.long(), ymin.long()
+    base = (tri_b * height + ymin) * width + xmin  # flat index of each box corner
 
     zbuf = torch.full((bsz * height * width,), -1, dtype=torch.int64, device=dev)
-    start = counts[0]
+    start = 0
     for key in range(1, len(counts)):
         n = counts[key]
         if n == 0:
@@ -141,73 +157,86 @@ def rasterize_triangles(
         dy, dx = torch.meshgrid(torch.arange(h_b, device=dev), torch.arange(w_b, device=dev), indexing="ij")
         dx, dy = dx.reshape(-1), dy.reshape(-1)
         offs = torch.stack([dx, dy, torch.ones_like(dx)], 0).float()  # (3, K)
-        vals = coef[:, lo:hi] @ offs  # (4, Mb, K): l0, l1, l2, 1/z at each box pixel
-        inside = torch.minimum(torch.minimum(vals[0], vals[1]), vals[2]) >= -_INSIDE_EPS
+        vals = coef[lo:hi] @ offs  # (Mb, 4, K): l0, l1, l2, 1/z at each box pixel
+        inside = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2]) >= -_INSIDE_EPS
         pix = base[lo:hi, None] + (dy * width + dx)  # (Mb, K)
         if not fit:
             inside &= (xmin[lo:hi, None] + dx < width) & (ymin[lo:hi, None] + dy < height)
             pix = torch.where(inside, pix, 0)
-        packed = (vals[3].clamp(min=1e-30).view(torch.int32).to(torch.int64) << 32) | order[lo:hi, None]
-        packed = torch.where(inside, packed, -1)
+        # nearest = largest 1/z; positive floats order like their int32 bit patterns
+        key64 = vals[:, 3].clamp(min=1e-30).view(torch.int32).to(torch.int64) << 32
+        packed = torch.where(inside, key64 | torch.arange(lo, hi, device=dev)[:, None], -1)
         zbuf.scatter_reduce_(0, pix.reshape(-1), packed.reshape(-1), reduce="amax")
 
     pixel = (zbuf >= 0).nonzero(as_tuple=True)[0]
-    win = zbuf[pixel] & 0xFFFFFFFF
-    return Fragments(pixel=pixel, face=ti[win], batch=bi[win], size=(bsz, height, width))
+    tri = order[zbuf[pixel] & 0xFFFFFFFF]
+    n_faces = 2 * (hc - 1) * (wc - 1)
+    return Fragments(pixel=pixel, batch=tri // n_faces, face=tri % n_faces, size=(bsz, height, width))
 
 
 def interpolate(
-    frags: Fragments,  # winners of ``rasterize_triangles``
-    screen: torch.Tensor,  # (B, N, 3) the same vertices, may carry gradients
-    faces: torch.Tensor,  # (T, 3) vertex indices
+    frags: Fragments,  # winners of ``rasterize_grid``
+    screen: torch.Tensor,  # (B, Hc, Wc, 3) the same vertices, may carry gradients
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Perspective-correct barycentrics of each covered pixel centre in its winning triangle.
+    """Perspective-correct interpolation at each covered pixel centre of its winning triangle.
 
-    Returns ``vertex`` (P, 3) global vertex ids into ``screen.reshape(B * N, 3)``, ``weight``
-    (P, 3) perspective-correct weights (sum to 1; interpolate any vertex attribute with them) and
-    ``depth`` (P,) camera-space z. Differentiable w.r.t. ``screen``.
+    Returns ``weight`` (P, 3) perspective-correct barycentric weights (sum to 1), ``depth`` (P,)
+    camera-space z, and ``uv`` (P, 2) canonical-grid coordinates of the surface point.
+    Differentiable w.r.t. ``screen``; the choice of triangle is not.
     """
-    bsz, nv, _ = screen.shape
-    _, height, width = frags.size[0], frags.size[1], frags.size[2]
-    vertex = frags.batch[:, None] * nv + faces[frags.face]  # (P, 3)
-    tri = screen.reshape(bsz * nv, 3)[vertex]  # (P, 3, 3)
-    px = (frags.pixel % width).to(screen.dtype)
-    py = ((frags.pixel // width) % height).to(screen.dtype)
-    x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
-    area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
-    l1 = ((px - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (py - y[:, 0])) / area
-    l2 = ((x[:, 1] - x[:, 0]) * (py - y[:, 0]) - (px - x[:, 0]) * (y[:, 1] - y[:, 0])) / area
-    lam = torch.stack([1.0 - l1 - l2, l1, l2], -1)  # (P, 3) screen-space barycentrics
-    wz = lam / z  # perspective correction: 1/z and attribute/z are affine on screen
-    invz = wz.sum(-1)
-    return vertex, wz / invz[:, None], 1.0 / invz
+    bsz, hc, wc, _ = screen.shape
+    _, height, width = frags.size
+    cells = (hc - 1) * (wc - 1)
+    second = frags.face >= cells  # 0: (a, b, c), 1: (b, d, c); see grid_faces
+    r = frags.face - second * cells
+    i, j = r // (wc - 1), r % (wc - 1)
+    sec = second.long()
+    corner = (frags.batch * hc + i) * wc + j  # vertex a of the cell
+    table = screen.reshape(-1, 3)
+    p0 = table.index_select(0, corner + sec)  # a or b, (P, 3)
+    p1 = table.index_select(0, corner + 1 + sec * wc)  # b or d
+    p2 = table.index_select(0, corner + wc)  # c
+    dt = screen.dtype
+    px = (frags.pixel % width).to(dt)
+    py = ((frags.pixel // width) % height).to(dt)
+    ux, uy = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
+    vx, vy = p2[:, 0] - p0[:, 0], p2[:, 1] - p0[:, 1]
+    qx, qy = px - p0[:, 0], py - p0[:, 1]
+    inv_area = 1.0 / (ux * vy - vx * uy)
+    l1 = (qx * vy - vx * qy) * inv_area
+    l2 = (ux * qy - qx * uy) * inv_area
+    # perspective correction: 1/z and attribute/z are affine in screen space
+    w0, w1, w2 = (1.0 - l1 - l2) / p0[:, 2], l1 / p1[:, 2], l2 / p2[:, 2]
+    z = 1.0 / (w0 + w1 + w2)
+    w0, w1, w2 = w0 * z, w1 * z, w2 * z
+    # canonical coordinates of the corners: columns j + sec, j + 1, j; rows i, i + sec, i + 1
+    su, sv = 2.0 / wc, 2.0 / hc
+    u = ((j.to(dt) + 0.5) + w0 * sec.to(dt) + w1) * su - 1.0
+    v = ((i.to(dt) + 0.5) + w1 * sec.to(dt) + w2) * sv - 1.0
+    return torch.stack([w0, w1, w2], -1), z, torch.stack([u, v], -1)
 
 
-def _scatter_image(values: torch.Tensor, pixel: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+def scatter_pixels(values: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Place per-pixel rows (P, C) into a zero (B, C, H, W) image (differentiable in ``values``)."""
-    bsz, height, width = size
-    out = values.new_zeros(bsz * height * width, values.shape[1])
-    out = out.index_put((pixel,), values)
-    return out.reshape(bsz, height, width, -1).permute(0, 3, 1, 2)
+    bsz, height, width = frags.size
+    out = values.new_zeros(values.shape[1], bsz * height * width)
+    out = out.index_copy(1, frags.pixel, values.t())
+    return out.reshape(-1, bsz, height, width).transpose(0, 1)
 
 
-def height_field_mesh(
+def posed_grid(
     depth: torch.Tensor,  # (B, 1, Hc, Wc) canonical depth
-    mask: torch.Tensor | None,  # (B, 1, Hc, Wc) canonical mask (on where > 0.5) or None for all on
     view: torch.Tensor,  # (B, 6) [yaw, pitch, roll (deg), tx, ty, tz]
     fov_deg: float,  # field of view in degrees
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Posed camera-space vertices (B, N, 3), faces (T, 3) and per-item face validity (B, T)."""
+    height: int,  # raster height in pixels
+    width: int,  # raster width in pixels
+) -> torch.Tensor:
+    """Posed grid vertices in screen space: (B, Hc, Wc, 3) = pixel x, pixel y, camera-space z."""
     bsz, _, hc, wc = depth.shape
     points = camera.unproject(depth, fov_deg).reshape(bsz, hc * wc, 3)
     posed = camera.transform_points(points, view)  # (B, N, 3)
-    faces = grid_faces(hc, wc, depth.device)
-    if mask is None:
-        valid = torch.ones(bsz, faces.shape[0], dtype=torch.bool, device=depth.device)
-    else:
-        on = (mask.detach() > 0.5).reshape(bsz, hc * wc)
-        valid = on[:, faces].all(-1)  # (B, T)
-    return posed, faces, valid
+    xy = to_pixels(camera.project(posed, fov_deg), height, width)
+    return torch.cat([xy, posed[..., 2:]], -1).reshape(bsz, hc, wc, 3)
 
 
 def _check_inputs(depth, attributes, mask, view):
@@ -226,14 +255,19 @@ def _check_inputs(depth, attributes, mask, view):
 
 def rasterize_height_field(
     depth: torch.Tensor,  # (B, 1, Hc, Wc) canonical depth map (height field), > 0
-    attributes: torch.Tensor,  # (B, C, Hc, Wc) per-vertex attributes (e.g. shaded albedo)
-    mask: torch.Tensor | None,  # (B, 1, Hc, Wc) canonical mask, or None for the whole grid
+    attributes: torch.Tensor,  # (B, C, Hc, Wc) attributes on the canonical grid (e.g. shaded albedo)
+    mask: torch.Tensor | None,  # (B, 1, Hc, Wc) canonical mask (on where > 0.5), or None for all on
     view: torch.Tensor,  # (B, 6) [yaw, pitch, roll (deg), tx, ty, tz]
     image_size: tuple[int, int] | int | None = None,  # output (H, W); default the canonical size
     fov_deg: float = camera.DEFAULT_FOV_DEG,  # perspective field of view
     supersample: int = 2,  # sub-samples per pixel and axis (anti-aliasing, coverage mask)
 ) -> Raster:
-    """Render a posed height field: image, depth, coverage mask and canonical coordinates per pixel."""
+    """Render a posed height field: image, depth, coverage mask and canonical coordinates per pixel.
+
+    Attributes are looked up at the visible point's canonical coordinates by bilinear
+    ``grid_sample`` (the canonical grid is the texture), which equals the vertex values at
+    vertices and is exact for attributes linear in (u, v).
+    """
     _check_inputs(depth, attributes, mask, view)
     bsz, nch, hc, wc = attributes.shape
     if image_size is None:
@@ -244,27 +278,22 @@ def rasterize_height_field(
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     hs, ws = height * s, width * s
 
-    posed, faces, valid = height_field_mesh(depth, mask, view, fov_deg)
-    screen = torch.cat([to_pixels(camera.project(posed, fov_deg), hs, ws), posed[..., 2:]], -1)
-    frags = rasterize_triangles(screen, faces, valid, hs, ws)
-    vertex, weight, z = interpolate(frags, screen, faces)
-
-    uv = camera.image_grid(hc, wc, depth.device, depth.dtype).reshape(1, hc * wc, 2).expand(bsz, -1, -1)
-    attr = attributes.permute(0, 2, 3, 1).reshape(bsz * hc * wc, nch)
-    rows = torch.cat([
-        (attr[vertex] * weight[..., None]).sum(1),  # (P, C)
-        z[:, None],  # (P, 1)
-        (uv.reshape(bsz * hc * wc, 2)[vertex] * weight[..., None]).sum(1),  # (P, 2)
-        torch.ones_like(z)[:, None],  # (P, 1) coverage
-    ], 1)
-    full = _scatter_image(rows, frags.pixel, frags.size)  # (B, C + 4, sH, sW)
+    screen = posed_grid(depth, view, fov_deg, hs, ws)  # (B, Hc, Wc, 3)
+    on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
+    frags = rasterize_grid(screen, on, hs, ws)
+    _, z, uv = interpolate(frags, screen)
+    rows = torch.cat([uv, z[:, None], torch.ones_like(z)[:, None]], 1)  # (P, 4)
+    full = scatter_pixels(rows, frags)  # (B, 4, sH, sW): u, v, z, coverage
+    texel = F.grid_sample(attributes, full[:, :2].permute(0, 2, 3, 1), mode="bilinear",
+                          padding_mode="border", align_corners=False)  # (B, C, sH, sW)
+    full = torch.cat([texel * full[:, 3:], full], 1)
     if s > 1:
         full = F.avg_pool2d(full, s)  # premultiplied by coverage
     cover = full[:, -1:]
     denom = cover.clamp(min=1e-12)
     return Raster(
         image=full[:, :nch],
-        depth=full[:, nch:nch + 1] / denom,
+        depth=full[:, nch + 2:nch + 3] / denom,
         mask=cover,
-        canonical_uv=full[:, nch + 1:nch + 3] / denom,
+        canonical_uv=full[:, nch:nch + 2] / denom,
     )
