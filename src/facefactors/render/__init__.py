@@ -15,6 +15,7 @@ from facefactors.render.camera import (
 )
 from facefactors.render.rasterize import Raster, rasterize_height_field
 from facefactors.render.shading import depth_to_normal, lambertian, lambertian_to_sh, sh_basis, sh_shading
+from facefactors.render.warp import render_view, warp_grid
 
 __all__ = [
     "DEFAULT_FOV_DEG",
@@ -27,9 +28,11 @@ __all__ = [
     "lambertian_to_sh",
     "project",
     "rasterize_height_field",
+    "render_view",
     "rotation_matrix",
     "sh_basis",
     "sh_shading",
     "transform_points",
     "unproject",
+    "warp_grid",
 ]

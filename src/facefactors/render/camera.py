@@ -41,7 +41,8 @@ DEFAULT_FOV_DEG = 10.0  # Unsup3D / LatentFace field of view
 PIVOT_DEPTH = 1.0  # faces live at depth ~0.9..1.1; poses rotate about (0, 0, PIVOT_DEPTH)
 
 
-def _tan_half_fov(fov_deg: float) -> float:
+def tan_half_fov(fov_deg: float) -> float:
+    """``tan(fov / 2)``: the half-extent of the image plane at depth 1 (the inverse focal length, x2)."""
     if not 0.0 < float(fov_deg) < 180.0:
         raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
     return math.tan(math.radians(float(fov_deg)) / 2.0)
@@ -84,7 +85,7 @@ def unproject(depth: torch.Tensor, fov_deg: float = DEFAULT_FOV_DEG) -> torch.Te
     if depth.dim() != 4 or depth.shape[1] != 1:
         raise ValueError(f"depth: expected shape (B, 1, H, W), got {tuple(depth.shape)}")
     _, _, h, w = depth.shape
-    t = _tan_half_fov(fov_deg)
+    t = tan_half_fov(fov_deg)
     grid = image_grid(h, w, depth.device, depth.dtype) * t  # (H, W, 2)
     rays = torch.cat([grid, torch.ones_like(grid[..., :1])], dim=-1)  # (H, W, 3)
     return depth[:, 0, :, :, None] * rays  # (B, H, W, 3)
@@ -95,7 +96,7 @@ def project(points: torch.Tensor, fov_deg: float = DEFAULT_FOV_DEG) -> torch.Ten
 
     Points behind or at the camera (z <= 0) have no valid projection; callers mask them.
     """
-    t = _tan_half_fov(fov_deg)
+    t = tan_half_fov(fov_deg)
     return points[..., :2] / (points[..., 2:3] * t)
 
 

@@ -177,12 +177,15 @@ def rasterize_grid(
 def interpolate(
     frags: Fragments,  # winners of ``rasterize_grid``
     screen: torch.Tensor,  # (B, Hc, Wc, 3) the same vertices, may carry gradients
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    canonical_depth: torch.Tensor | None = None,  # (B, Hc, Wc) depth of the vertices in the canonical view
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Perspective-correct interpolation at each covered pixel centre of its winning triangle.
 
-    Returns ``weight`` (P, 3) perspective-correct barycentric weights (sum to 1), ``depth`` (P,)
-    camera-space z, and ``uv`` (P, 2) canonical-grid coordinates of the surface point.
-    Differentiable w.r.t. ``screen``; the choice of triangle is not.
+    Returns ``weight`` (P, 3) perspective-correct barycentric weights (sum to 1: the surface point
+    is ``sum_k weight_k V_k``), ``depth`` (P,) camera-space z, and, when ``canonical_depth`` is
+    given, ``uv`` (P, 2): the canonical-view image coordinates of that surface point (its
+    projection, i.e. the corner coordinates weighted by ``weight_k d_k``, the perspective
+    correction of the canonical view). Differentiable w.r.t. ``screen``; the choice of triangle is not.
     """
     bsz, hc, wc, _ = screen.shape
     _, height, width = frags.size
@@ -209,10 +212,18 @@ def interpolate(
     w0, w1, w2 = (1.0 - l1 - l2) / p0[:, 2], l1 / p1[:, 2], l2 / p2[:, 2]
     z = 1.0 / (w0 + w1 + w2)
     w0, w1, w2 = w0 * z, w1 * z, w2 * z
+    if canonical_depth is None:
+        return torch.stack([w0, w1, w2], -1), z, None
+    flat = canonical_depth.reshape(-1)
+    c0 = w0 * flat.index_select(0, corner + sec)
+    c1 = w1 * flat.index_select(0, corner + 1 + sec * wc)
+    c2 = w2 * flat.index_select(0, corner + wc)
+    norm = c0 + c1 + c2
+    c0, c1, c2 = c0 / norm, c1 / norm, c2 / norm
     # canonical coordinates of the corners: columns j + sec, j + 1, j; rows i, i + sec, i + 1
     su, sv = 2.0 / wc, 2.0 / hc
-    u = ((j.to(dt) + 0.5) + w0 * sec.to(dt) + w1) * su - 1.0
-    v = ((i.to(dt) + 0.5) + w1 * sec.to(dt) + w2) * sv - 1.0
+    u = ((j.to(dt) + 0.5) + c0 * sec.to(dt) + c1) * su - 1.0
+    v = ((i.to(dt) + 0.5) + c1 * sec.to(dt) + c2) * sv - 1.0
     return torch.stack([w0, w1, w2], -1), z, torch.stack([u, v], -1)
 
 
@@ -281,7 +292,7 @@ def rasterize_height_field(
     screen = posed_grid(depth, view, fov_deg, hs, ws)  # (B, Hc, Wc, 3)
     on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
     frags = rasterize_grid(screen, on, hs, ws)
-    _, z, uv = interpolate(frags, screen)
+    _, z, uv = interpolate(frags, screen, depth[:, 0])
     rows = torch.cat([uv, z[:, None], torch.ones_like(z)[:, None]], 1)  # (P, 4)
     full = scatter_pixels(rows, frags)  # (B, 4, sH, sW): u, v, z, coverage
     texel = F.grid_sample(attributes, full[:, :2].permute(0, 2, 3, 1), mode="bilinear",
