@@ -50,7 +50,7 @@ def hair_colour(albedo: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
     light = _HAIR[2] * (1 - red[:, None]) + _HAIR[3] * red[:, None]
     mid = _HAIR[1] * (1 - red[:, None]) + _HAIR[3] * red[:, None]
     c = torch.where(dark[:, None] > 0.5, _HAIR[0] + (mid - _HAIR[0]) * (2 - 2 * dark[:, None]), mid + (light - mid) * (1 - 2 * dark[:, None]))
-    grey = ((age - 0.5) * 2.2).clamp(0, 1)[:, None]
+    grey = ((age - 0.6) * 2.5).clamp(0, 1)[:, None]  # greying starts in the oldest third
     return c * (1 - grey) + _GREY * grey
 
 

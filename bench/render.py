@@ -1,0 +1,103 @@
+"""Benchmark: face-world rendering throughput and the differentiable render path (issue 2, section 6).
+
+Prints device, torch threads and batch size, then images/s of ``FaceWorld.sample`` (fresh
+parameters + canonical maps + shading + z-buffer + compositing) at 64x64 and 128x128, the
+forward+backward time of ``render.warp.render_view`` on 64 height fields at 64x64, and the
+machine's own float32 matmul peak for reference (DESIGN.md style rule 7).
+
+    python bench/render.py [--device auto] [--batch 64] [--repeats 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after one warm-up call, seconds."""
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 3) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    sec = timed(lambda: a @ b, device, repeats)
+    return 2 * n**3 / sec / 1e9
+
+
+def world_rate(size: int, batch: int, repeats: int, device: torch.device) -> float:
+    from facefactors.world import FaceWorld, WorldConfig
+
+    world = FaceWorld(WorldConfig(seed=0, image_size=size))
+    start = [0]
+
+    def step():
+        idx = range(start[0], start[0] + batch)  # fresh samples every call, as in training
+        start[0] += batch
+        world.render(world.sample_params(idx))
+
+    return batch / timed(step, device, repeats)
+
+
+def render_view_time(device: torch.device, repeats: int, batch: int = 64, size: int = 64) -> float | None:
+    try:
+        from facefactors.render.warp import render_view
+    except ImportError:
+        return None
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, size, size, generator=g).to(device).requires_grad_()
+    depth = (1.0 + 0.05 * torch.rand(batch, 1, size, size, generator=g)).to(device).requires_grad_()
+    view = torch.cat([(torch.rand(batch, 3, generator=g) - 0.5) * 40, torch.zeros(batch, 3)], 1).to(device).requires_grad_()
+
+    def step():
+        out, mask = render_view(image, depth, view)
+        (out * mask).mean().backward()
+
+    return timed(step, device, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    from facefactors.utils.device import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    print(f"device {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  batch {args.batch}")
+    print(f"float32 matmul peak: {matmul_peak(device):.1f} GFLOP/s")
+    if device.type != "cpu":
+        print("note: the world renders on CPU (its parameters are CPU tensors); the numbers below are CPU numbers")
+        device = torch.device("cpu")
+    for size, target in ((64, 500), (128, 150)):
+        rate = world_rate(size, args.batch, args.repeats, device)
+        print(f"world render {size}x{size}: {rate:.1f} images/s (target >= {target} on 2 CPU cores)")
+    t = render_view_time(device, args.repeats)
+    if t is None:
+        print("render.warp.render_view: not available")
+    else:
+        print(f"render_view forward+backward, 64 height fields at 64x64: {t * 1e3:.1f} ms (target < 150 ms)")
+
+
+if __name__ == "__main__":
+    main()
