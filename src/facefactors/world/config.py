@@ -23,7 +23,7 @@ class WorldConfig:
     roll_range: float = 8.0  # +- degrees
     nir_probability: float = 0.2  # share of NIR-like (grey) camera renders
     eyeglasses_probability: float = 0.25
-    intensity_range: tuple[float, float] = (0.5, 1.0)  # expression intensity of non-neutral classes
+    intensity_range: tuple[float, float] = (0.6, 1.0)  # expression intensity of non-neutral classes
     noise_max: float = 0.02  # max std of additive pixel noise
     blur_max: float = 0.5  # max Gaussian blur std, in pixels of a 64-pixel image
 

@@ -47,8 +47,8 @@ def prototypes() -> torch.Tensor:
     return p
 
 
-_UPPER_SHIFT = 0.025  # how far the upper lip rises at full mouth opening
-_LOWER_SHIFT = 0.11  # how far the lower lip and jaw drop
+_UPPER_SHIFT = 0.03  # how far the upper lip rises at full mouth opening
+_LOWER_SHIFT = 0.15  # how far the lower lip and jaw drop
 _UPPER_REACH = 0.14  # the upper-lip shift fades out this far above the lip line
 
 
@@ -68,10 +68,10 @@ def handles(w: torch.Tensor, f: dict[str, torch.Tensor]):
             rows.append((s * cx, cy, s * dx, dy, sx + z, sy + z))
 
     smile, down, press = g("smile"), g("lip_corner_down"), g("lip_press")
-    add(mw, my, 0.045 * smile + 0.005 * down, -0.055 * smile + 0.05 * down, 0.10, 0.09)  # lip corners
-    add(0.30 + z, 0.16 + z, 0.01 * smile, -0.03 * smile, 0.13, 0.10)  # cheeks
-    add(ex, ey - 0.16, z, -0.05 * g("brow_raise"), 0.20, 0.12)  # brows
-    add(ex - 0.13, ey - 0.14, -0.02 * g("brow_lower"), -0.05 * g("inner_brow_raise") + 0.035 * g("brow_lower"), 0.09, 0.09)
+    add(mw, my, 0.06 * smile + 0.005 * down, -0.075 * smile + 0.06 * down, 0.10, 0.09)  # lip corners
+    add(0.30 + z, 0.16 + z, 0.01 * smile, -0.04 * smile, 0.13, 0.10)  # cheeks
+    add(ex, ey - 0.16, z, -0.07 * g("brow_raise"), 0.20, 0.12)  # brows
+    add(ex - 0.13, ey - 0.14, -0.02 * g("brow_lower"), -0.06 * g("inner_brow_raise") + 0.045 * g("brow_lower"), 0.09, 0.09)
     add(ex, ey - eh, z, -0.022 * g("eye_widen") + 0.016 * g("eye_squint"), 0.11, 0.035)  # upper lids
     add(ex, ey + 0.8 * eh, z, 0.008 * g("eye_widen") - 0.012 * g("eye_squint") - 0.008 * smile, 0.11, 0.03)
     add(0.06 + z, f["nose_tip_y"] - 0.08, z, -0.02 * g("nose_wrinkle"), 0.06, 0.08)  # nose sides
