@@ -25,7 +25,8 @@ class RateColumn(ProgressColumn):
         self.unit = unit  # shown after the rate
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        # Average over the whole run: chunks are few and large, so rich's windowed speed is often empty.
+        speed = task.completed / task.elapsed if task.elapsed else None
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"? {self.unit}/s", style="progress.data.speed")
 
 
