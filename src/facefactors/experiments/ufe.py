@@ -95,7 +95,7 @@ def evaluate_matrices(model: UFE, test: FaceTensorSet, out: Path, tag: str = "",
     ev.write_features(out / "features.npz", feats, test)
     labels = {k: v.numpy() for k, v in test.labels.items()}
     xs, ys = model.feature_names, list(model.attributes)
-    weak = ev.weak_classifier_matrix(feats, labels, xs, ys, labels["identity"])
+    weak = ev.weak_classifier_matrix(feats, labels, xs, ys)
     sil = ev.silhouette_matrix(feats, labels, xs, ys)
     ev.matrix_figure(weak, "accuracy", out / f"weak_classifier{tag}.png", f"weak classifiers {tag}", 0.0, 1.0)
     ev.matrix_figure(sil, "silhouette", out / f"silhouette{tag}.png", f"silhouette {tag}")

@@ -1,23 +1,19 @@
 """Evaluation helpers of the UFE experiments (Banerjee et al., sec. 4.3): features of a set,
 the shared ``features.npz`` file, weak-classifier and silhouette matrices, t-SNE figures.
 
-The matrices are taken from :mod:`facefactors.metrics` when it provides them
-(``weak_classifier_matrix`` / ``silhouette_matrix``); until then the small scikit-learn
-versions below compute the same definitions (logistic regression of label y from feature x on
-held-out images; silhouette score of feature x clustered by label y, euclidean).
+The matrices themselves are computed by :mod:`facefactors.metrics.subspace`; this module adapts
+UFE features to them and draws the figures.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facefactors.models.ufe import UFE
-from facefactors.train.ufe_data import FaceTensorSet, class_balance
-from facefactors.utils.io import atomic_path
+from facefactors.train.ufe_data import FaceTensorSet
 
 
 @torch.no_grad()
@@ -34,89 +30,29 @@ def encode_set(model: UFE, data: FaceTensorSet, batch_size: int = 128, device: s
 
 def write_features(path: str | Path, features: dict[str, np.ndarray], data: FaceTensorSet) -> Path:
     """The shared format read by ``facefactors evaluate``: features/<subspace>, labels/<factor>, description."""
+    from facefactors.metrics.features import save_features
+
     desc = data.description.restrict(data.description.names)  # every label of an evaluation set is ground truth
-    arrays = {f"features/{k}": v.astype(np.float32) for k, v in features.items()}
-    arrays.update({f"labels/{k}": v.numpy() for k, v in data.labels.items()})
-    arrays["description"] = np.array(json.dumps(desc.to_dict()))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return path
+    return save_features(path, {k: v.astype(np.float32) for k, v in features.items()}, {k: v.numpy() for k, v in data.labels.items()}, desc)
 
 
-def _holdout_split(labels: np.ndarray, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Train on even, test on odd images of each identity (every identity is in both halves)."""
-    rank = np.zeros(len(identity), dtype=int)
-    for i in np.unique(identity):
-        m = np.flatnonzero(identity == i)
-        rank[m] = np.arange(len(m))
-    return rank % 2 == 0, rank % 2 == 1
+def weak_classifier_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], seed: int = 0) -> dict:
+    """Accuracy of logistic regression predicting label y from feature x (sec. 4.3, Fig. 2 top),
+    by :func:`facefactors.metrics.subspace.weak_classifier_matrix` (stratified 5-fold)."""
+    from facefactors.metrics.subspace import weak_classifier_matrix as metric
+
+    r = metric({x: features[x] for x in xs}, {y: labels[y] for y in ys}, seed=seed)
+    return {"x": r["rows"], "y": r["cols"], "accuracy": np.asarray(r["accuracy"]).tolist(), "chance": np.asarray(r["chance_majority"]).tolist(),
+            "chance_uniform": np.asarray(r["chance_uniform"]).tolist()}
 
 
-def weak_classifier_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], identity: np.ndarray, seed: int = 0) -> dict:
-    """Accuracy of logistic regression predicting label y from feature x (sec. 4.3, Fig. 2 top)."""
-    try:
-        from facefactors import metrics
+def silhouette_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], seed: int = 0) -> dict:
+    """Silhouette score of feature x clustered by label y (sec. 4.3, Fig. 2 bottom), by
+    :func:`facefactors.metrics.subspace.silhouette_matrix`."""
+    from facefactors.metrics.subspace import silhouette_matrix as metric
 
-        fn = getattr(metrics, "weak_classifier_matrix", None)
-    except ImportError:  # pragma: no cover
-        fn = None
-    if fn is not None:
-        try:
-            return _normalise(fn(features={x: features[x] for x in xs}, labels={y: labels[y] for y in ys}), xs, ys, "accuracy")
-        except TypeError:
-            pass  # a different signature: fall back to the local definition
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    tr, te = _holdout_split(labels[ys[0]], identity)
-    acc = np.zeros((len(xs), len(ys)))
-    for j, y in enumerate(ys):
-        lab = labels[y]
-        ok = lab >= 0
-        for i, x in enumerate(xs):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=seed))
-            clf.fit(features[x][tr & ok], lab[tr & ok])
-            acc[i, j] = float((clf.predict(features[x][te & ok]) == lab[te & ok]).mean())
-    chance = [class_balance(labels[y][te]) for y in ys]
-    return {"x": xs, "y": ys, "accuracy": acc.tolist(), "chance": chance}
-
-
-def silhouette_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], max_samples: int = 2000, seed: int = 0) -> dict:
-    """Silhouette score of feature x clustered by label y (sec. 4.3, Fig. 2 bottom)."""
-    try:
-        from facefactors import metrics
-
-        fn = getattr(metrics, "silhouette_matrix", None)
-    except ImportError:  # pragma: no cover
-        fn = None
-    if fn is not None:
-        try:
-            return _normalise(fn(features={x: features[x] for x in xs}, labels={y: labels[y] for y in ys}), xs, ys, "silhouette")
-        except TypeError:
-            pass
-    from sklearn.metrics import silhouette_score
-
-    n = len(next(iter(features.values())))
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(n, size=min(n, max_samples), replace=False)
-    sil = np.zeros((len(xs), len(ys)))
-    for j, y in enumerate(ys):
-        lab = labels[y][pick]
-        ok = lab >= 0
-        for i, x in enumerate(xs):
-            sil[i, j] = float(silhouette_score(features[x][pick][ok], lab[ok])) if len(np.unique(lab[ok])) > 1 else float("nan")
-    return {"x": xs, "y": ys, "silhouette": sil.tolist()}
-
-
-def _normalise(result: dict, xs: list[str], ys: list[str], key: str) -> dict:
-    """Accept the metrics package's dict if it carries a matrix under ``key`` (or "matrix")."""
-    mat = result.get(key, result.get("matrix"))
-    out = dict(result)
-    out.update({"x": result.get("x", xs), "y": result.get("y", ys), key: np.asarray(mat).tolist()})
-    return out
+    r = metric({x: features[x] for x in xs}, {y: labels[y] for y in ys}, seed=seed)
+    return {"x": r["rows"], "y": r["cols"], "silhouette": np.asarray(r["silhouette"]).tolist()}
 
 
 def matrix_markdown(m: dict, key: str, fmt: str = "{:.2f}") -> str:
@@ -158,14 +94,15 @@ def tsne_figure(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
+
+    from facefactors.metrics.embedding import embed_2d
 
     ident = labels["identity"]
     keep = np.isin(ident, np.unique(ident)[:identities])
     fig, axes = plt.subplots(len(xs), len(ys), figsize=(2.6 * len(ys), 2.4 * len(xs)), squeeze=False)
     for i, x in enumerate(xs):
         f = features[x][keep]
-        emb = TSNE(n_components=2, perplexity=min(30.0, max(5.0, len(f) / 4 - 1)), random_state=seed, init="pca").fit_transform(f)
+        emb = embed_2d(f, "tsne", seed=seed, perplexity=min(30.0, max(2.0, len(f) / 4 - 1)))["embedding"]  # all rows (< max_samples)
         for j, y in enumerate(ys):
             ax = axes[i, j]
             ax.scatter(emb[:, 0], emb[:, 1], c=labels[y][keep], cmap="tab20", s=6)
