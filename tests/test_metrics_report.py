@@ -15,7 +15,7 @@ from facefactors.metrics.features import load_features, save_features
 from facefactors.utils.errors import DataError
 
 
-def _write_toy(path, perfect: bool, n=300, seed=0):
+def _write_toy(path, perfect: bool, n=200, seed=0):
     rng = np.random.default_rng(seed)
     labels = {"identity": rng.integers(0, 5, n), "expression": rng.integers(0, 3, n)}
     labels["expression"][:7] = -1  # missing labels must be tolerated
@@ -37,7 +37,7 @@ def _write_toy(path, perfect: bool, n=300, seed=0):
 def test_features_round_trip(tmp_path):
     path = _write_toy(tmp_path / "f.npz", perfect=True)
     fs = load_features(path)
-    assert set(fs.features) == {"identity", "expression", "codes"} and fs.num_samples == 300
+    assert set(fs.features) == {"identity", "expression", "codes"} and fs.num_samples == 200
     assert set(fs.categorical_labels()) == {"identity", "expression"}  # continuous yaw is not a class label
     assert fs.description.extra["split"] == "test"
 
@@ -83,3 +83,32 @@ def test_evaluate_bad_input_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(path), "--metrics", "nonsense"])
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_registry_lists_every_metric_and_rejects_unknown():
+    from facefactors.metrics import available, get_metric
+    from facefactors.utils.errors import UserError
+
+    names = set(available())
+    expected = {"mig", "dci", "sap", "modularity", "explicitness", "irs", "total_correlation", "beta_vae", "factor_vae", "ds",
+                "w_direction_consistency", "projection_correlation", "weak_classifier", "silhouette", "tsne", "linear_probe",
+                "verification", "image_quality", "feature_distance"}
+    assert expected <= names
+    assert set(available("sampler")) == {"beta_vae", "factor_vae"}
+    assert get_metric("mig").kind == "codes"
+    with pytest.raises(UserError, match="unknown metric"):
+        get_metric("nope")
+
+
+def test_ground_truth_example_extremes(tmp_path):
+    from facefactors.metrics.examples import _StandInSampler, ground_truth_example
+
+    class Small(_StandInSampler):
+        factor_names = ["a", "b", "c"]
+        factor_sizes = [3, 4, 2]
+
+    numbers = ground_truth_example(tmp_path, sampler=Small(), n=450, progress=False)
+    gt, rnd = numbers["ground_truth_codes"], numbers["random_codes"]
+    assert float(gt["MIG"]) > 0.9 and float(rnd["MIG"]) < 0.1
+    assert float(gt["DCI disentanglement"]) > 0.9 and float(rnd["DCI disentanglement"]) < 0.1
+    assert (tmp_path / "ground_truth_codes" / "report.html").is_file() and (tmp_path / "random_codes" / "report.md").is_file()

@@ -30,10 +30,10 @@ STANDARD_SCALARS = [
     ("dci", "disentanglement", "DCI disentanglement", "0"),
     ("dci", "completeness", "DCI completeness", "0"),
     ("dci", "informativeness_test", "DCI informativeness (test accuracy)", "chance"),
-    ("sap", "sap", "SAP", "0"),
-    ("modularity", "modularity", "modularity", "~0.5-0.6 for random codes"),
+    ("sap", "sap", "SAP", "0; < 1 even for perfect codes of many-class factors (1-D linear SVM)"),
+    ("modularity", "modularity", "modularity", "high even for random codes (~0.6-0.8): compare with a random baseline"),
     ("explicitness", "explicitness_test", "explicitness (test ROC AUC)", "0.5"),
-    ("irs", "irs", "IRS", "~0.3 for random codes"),
+    ("irs", "irs", "IRS", "~0.3-0.4 for random codes"),
     ("total_correlation", "gaussian_total_correlation", "Gaussian total correlation (nats)", "0 = independent"),
 ]
 

@@ -52,6 +52,7 @@ def standard_suite(
     dci_estimator: str = "hist",
     seed: int = 0,
     progress: bool = True,
+    dci_threads: int | None = 1,
 ) -> dict:
     """codes (N, D), factors (N, K) int -> {metric: result dict, "timings": {metric: s}, "split": {...}}.
 
@@ -75,7 +76,7 @@ def standard_suite(
     ctr, ftr, cte, fte = codes[tr], factors[tr], codes[te], factors[te]
     calls = {
         "mig": lambda: mig(ctr, ftr),
-        "dci": lambda: dci(ctr, ftr, cte, fte, estimator=dci_estimator, seed=seed),
+        "dci": lambda: dci(ctr, ftr, cte, fte, estimator=dci_estimator, seed=seed, threads=dci_threads),
         "sap": lambda: sap(ctr, ftr, cte, fte),
         "modularity": lambda: modularity(ctr, ftr),
         "explicitness": lambda: explicitness(ctr, ftr, cte, fte),
