@@ -55,7 +55,9 @@ def world_rate(size: int, batch: int, repeats: int, device: torch.device) -> flo
     return batch / timed(step, device, repeats)
 
 
-def render_view_time(device: torch.device, repeats: int, batch: int = 64, size: int = 64) -> float | None:
+def render_view_time(
+    device: torch.device, repeats: int, batch: int = 64, size: int = 64
+) -> float | None:
     try:
         from facefactors.render.warp import render_view
     except ImportError:
@@ -63,7 +65,11 @@ def render_view_time(device: torch.device, repeats: int, batch: int = 64, size: 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(batch, 3, size, size, generator=g).to(device).requires_grad_()
     depth = (1.0 + 0.05 * torch.rand(batch, 1, size, size, generator=g)).to(device).requires_grad_()
-    view = torch.cat([(torch.rand(batch, 3, generator=g) - 0.5) * 40, torch.zeros(batch, 3)], 1).to(device).requires_grad_()
+    view = (
+        torch.cat([(torch.rand(batch, 3, generator=g) - 0.5) * 40, torch.zeros(batch, 3)], 1)
+        .to(device)
+        .requires_grad_()
+    )
 
     def step():
         out, mask = render_view(image, depth, view)
@@ -77,26 +83,36 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     args = ap.parse_args()
     from facefactors.utils.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    print(f"device {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  batch {args.batch}")
+    print(
+        f"device {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  batch {args.batch}"
+    )
     print(f"float32 matmul peak: {matmul_peak(device):.1f} GFLOP/s")
     if device.type != "cpu":
-        print("note: the world renders on CPU (its parameters are CPU tensors); the numbers below are CPU numbers")
+        print(
+            "note: the world renders on CPU (its parameters are CPU tensors); the numbers below are CPU numbers"
+        )
         device = torch.device("cpu")
     for size, target in ((64, 500), (128, 150)):
         rate = world_rate(size, args.batch, args.repeats, device)
-        print(f"world render {size}x{size}: {rate:.1f} images/s (target >= {target} on 2 CPU cores)")
+        print(
+            f"world render {size}x{size}: {rate:.1f} images/s (target >= {target} on 2 CPU cores)"
+        )
     t = render_view_time(device, args.repeats)
     if t is None:
         print("render.warp.render_view: not available")
     else:
-        print(f"render_view forward+backward, 64 height fields at 64x64: {t * 1e3:.1f} ms (target < 150 ms)")
+        print(
+            f"render_view forward+backward, 64 height fields at 64x64: {t * 1e3:.1f} ms (target < 150 ms)"
+        )
 
 
 if __name__ == "__main__":

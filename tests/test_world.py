@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facefactors.world import EXPRESSIONS, FaceParams, FaceWorld, WorldConfig
+from facefactors.world import EXPRESSIONS, FaceParams, FaceWorld, WorldConfig, samplers
 from facefactors.world import expression as expr
-from facefactors.world import samplers
 from facefactors.world.ground_truth import WorldGroundTruth
 from facefactors.world.identity import features
 from facefactors.world.landmarks import canonical_landmarks
@@ -23,7 +22,11 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def world():
-    return FaceWorld(WorldConfig(seed=3, image_size=SIZE, train_identities=50, val_identities=10, test_identities=10))
+    return FaceWorld(
+        WorldConfig(
+            seed=3, image_size=SIZE, train_identities=50, val_identities=10, test_identities=10
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,15 @@ def test_sample_is_pure_function_of_seed_split_index(world):
 
 
 def test_identities_are_disjoint_across_splits(world):
-    ids = {s: set(world.sample_params(range(200), s).identity.tolist()) for s in ("train", "val", "test")}
-    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    ids = {
+        s: set(world.sample_params(range(200), s).identity.tolist())
+        for s in ("train", "val", "test")
+    }
+    assert (
+        not ids["train"] & ids["val"]
+        and not ids["train"] & ids["test"]
+        and not ids["val"] & ids["test"]
+    )
     p = world.sample_params(range(200), "val")
     assert bool(((p.identity_label >= 0) & (p.identity_label < 10)).all())
     assert torch.equal(p.identity, p.identity_label + world.config.split_offset("val"))
@@ -120,7 +130,9 @@ def test_lighting_intervention_leaves_background_pixels_alone(world):
     q = samplers.intervene(world, p, "lighting", np.random.default_rng(1))
     a, b = world.render(p), world.render(q)
     bg = a.mask < 1e-6
-    assert torch.allclose(a.image.expand(-1, 3, -1, -1)[bg.expand(-1, 3, -1, -1)], b.image[bg.expand(-1, 3, -1, -1)])
+    assert torch.allclose(
+        a.image.expand(-1, 3, -1, -1)[bg.expand(-1, 3, -1, -1)], b.image[bg.expand(-1, 3, -1, -1)]
+    )
     face = a.mask > 0.99
     assert float((a.image - b.image).abs().mean(1, keepdim=True)[face].mean()) > 0.01
 
@@ -164,7 +176,10 @@ def test_expression_conventions():
     smile = torch.zeros(1, len(expr.BLENDSHAPES))
     smile[0, expr.W["smile"]] = 1
     lm = expr.forward_points(canonical_landmarks(f), smile, f)
-    assert float(lm[0, 48, 1]) < float(lm0[0, 48, 1]) - 0.02 and float(lm[0, 54, 1]) < float(lm0[0, 54, 1]) - 0.02
+    assert (
+        float(lm[0, 48, 1]) < float(lm0[0, 48, 1]) - 0.02
+        and float(lm[0, 54, 1]) < float(lm0[0, 54, 1]) - 0.02
+    )
     assert float(lm[0, 48, 0]) < float(lm0[0, 48, 0]) and float(lm[0, 54, 0]) > float(lm0[0, 54, 0])
     surprise = expr.prototypes()[EXPRESSIONS.index("surprise")][None]
     lm = expr.forward_points(canonical_landmarks(f), surprise, f)
@@ -175,18 +190,26 @@ def test_expression_conventions():
 def test_landmarks_follow_the_face_in_the_image():
     w = FaceWorld(WorldConfig(seed=1, image_size=64))
     p = w.sample_params(range(8))
-    p = p.replace(noise=torch.zeros(8, 2), eyeglasses=torch.zeros(8, dtype=torch.long), pose=p.pose * 0)
+    p = p.replace(
+        noise=torch.zeros(8, 2), eyeglasses=torch.zeros(8, dtype=torch.long), pose=p.pose * 0
+    )
     b = w.render(p, ground_truth=True)
     lm = b.landmarks
     assert bool((lm.abs() < 1).all())
     # iBUG order: jaw left to right, eyes above the nose tip above the mouth above the chin
     assert bool((lm[:, 0, 0] < lm[:, 16, 0]).all()) and bool((lm[:, 36, 0] < lm[:, 45, 0]).all())
-    assert bool((lm[:, 37, 1] < lm[:, 30, 1]).all()) and bool((lm[:, 30, 1] < lm[:, 57, 1]).all()) and bool((lm[:, 57, 1] < lm[:, 8, 1]).all())
+    assert (
+        bool((lm[:, 37, 1] < lm[:, 30, 1]).all())
+        and bool((lm[:, 30, 1] < lm[:, 57, 1]).all())
+        and bool((lm[:, 57, 1] < lm[:, 8, 1]).all())
+    )
     # the pupil (between the lid landmarks) is darker than the cheek below the eye
     grey = b.image.mean(1, keepdim=True)
     pupil = lm[:, [37, 38, 40, 41]].mean(1)  # image-left eye
     cheek = pupil + torch.tensor([0.0, 0.25])
-    sample = lambda pts: torch.nn.functional.grid_sample(grey, pts[:, None, None, :], align_corners=False)[:, 0, 0, 0]  # noqa: E731
+    sample = lambda pts: torch.nn.functional.grid_sample(
+        grey, pts[:, None, None, :], align_corners=False
+    )[:, 0, 0, 0]
     assert float((sample(pupil) < sample(cheek)).float().mean()) >= 0.75
     # positive yaw turns the face to the image's left (render/camera.py): the nose tip moves left
     q = p.replace(pose=torch.tensor([[25.0, 0.0, 0.0]]).expand(8, 3))
@@ -208,15 +231,24 @@ def test_label_disjoint_descriptions(world):
 
 
 def test_ground_truth_sampler(world):
-    gt = WorldGroundTruth(world, factors=("identity", "expression", "pose", "eyeglasses"), num_identities=5, image_size=16)
+    gt = WorldGroundTruth(
+        world,
+        factors=("identity", "expression", "pose", "eyeglasses"),
+        num_identities=5,
+        image_size=16,
+    )
     assert gt.factor_sizes == [5, 6, 5, 2]
     rng = np.random.default_rng(0)
     fac = gt.sample_factors(10, rng)
     assert fac.shape == (10, 4) and fac.dtype == np.int64
     assert all(((fac[:, k] >= 0) & (fac[:, k] < s)).all() for k, s in enumerate(gt.factor_sizes))
     p = gt.params(fac, np.random.default_rng(1))
-    assert np.array_equal(p.identity_label.numpy(), fac[:, 0]) and np.array_equal(p.expression.numpy(), fac[:, 1])
-    assert np.array_equal(p.pose_bucket.numpy(), fac[:, 2]) and np.array_equal(p.eyeglasses.numpy(), fac[:, 3])
+    assert np.array_equal(p.identity_label.numpy(), fac[:, 0]) and np.array_equal(
+        p.expression.numpy(), fac[:, 1]
+    )
+    assert np.array_equal(p.pose_bucket.numpy(), fac[:, 2]) and np.array_equal(
+        p.eyeglasses.numpy(), fac[:, 3]
+    )
     obs = gt.sample_observations(fac, np.random.default_rng(1))
     assert obs.shape == (10, 3, 16, 16) and obs.dtype == np.float32
     assert np.array_equal(obs, gt.sample_observations(fac, np.random.default_rng(1)))

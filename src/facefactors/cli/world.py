@@ -4,6 +4,7 @@ that its faces look like faces to dlib's detector (issue 2, sections 2 and 5).""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,14 +25,28 @@ def _world(seed: int, size: int):
 
 @app.command()
 def make(
-    out: Path = typer.Option(..., "--out", help="folder to write (images.npy, labels.csv, labels.yaml, world.json)"),
-    split: str = typer.Option("train", help="train, val or test: identities are disjoint across splits"),
-    identities: int = typer.Option(100, help="number of identities N"),
-    images_per_identity: int = typer.Option(10, help="images per identity M"),
-    size: int = typer.Option(64, help="image side in pixels"),
-    seed: int = typer.Option(0, help="world seed"),
-    labels: str = typer.Option("all", help="all, a (identity/expression/lighting/pose) or b (age/gender/eyeglasses)"),
-    overwrite: bool = typer.Option(False, help="replace the files of a non-empty folder"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="folder to write (images.npy, labels.csv, labels.yaml, world.json)"
+        ),
+    ],
+    split: Annotated[
+        str, typer.Option(help="train, val or test: identities are disjoint across splits")
+    ] = "train",
+    identities: Annotated[int, typer.Option(help="number of identities N")] = 100,
+    images_per_identity: Annotated[int, typer.Option(help="images per identity M")] = 10,
+    size: Annotated[int, typer.Option(help="image side in pixels")] = 64,
+    seed: Annotated[int, typer.Option(help="world seed")] = 0,
+    labels: Annotated[
+        str,
+        typer.Option(
+            help="all, a (identity/expression/lighting/pose) or b (age/gender/eyeglasses)"
+        ),
+    ] = "all",
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the files of a non-empty folder")
+    ] = False,
 ) -> None:
     """Render N identities x M images of the face world to a folder."""
     from facefactors.data.world import write_world_set
@@ -41,7 +56,9 @@ def make(
         raise UserError(f"--split {split!r}: use train, val or test")
     world = _world(seed, size)
     if identities > world.config.split_sizes()[split]:
-        raise UserError(f"--identities {identities}: the {split} split has {world.config.split_sizes()[split]} identities; ask for fewer")
+        raise UserError(
+            f"--identities {identities}: the {split} split has {world.config.split_sizes()[split]} identities; ask for fewer"
+        )
     desc = {"all": None, "a": samplers.world_a_description, "b": samplers.world_b_description}
     if labels not in desc:
         raise UserError(f"--labels {labels!r}: use all, a or b")
@@ -53,10 +70,10 @@ def make(
 
 @app.command()
 def show(
-    out: Path = typer.Option(Path("world_grid.png"), "--out", help="PNG file to write"),
-    identities: int = typer.Option(3, help="identities in the factor grid"),
-    size: int = typer.Option(64, help="image side in pixels"),
-    seed: int = typer.Option(0, help="world seed"),
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write")] = Path("world_grid.png"),
+    identities: Annotated[int, typer.Option(help="identities in the factor grid")] = 3,
+    size: Annotated[int, typer.Option(help="image side in pixels")] = 64,
+    seed: Annotated[int, typer.Option(help="world seed")] = 0,
 ) -> None:
     """Write a PNG: identities x lights (rows) by expressions x poses (columns), then one traversal strip per factor."""
     import numpy as np
@@ -72,8 +89,10 @@ def show(
         grid = factor_grid(world, identities, size)
         strips = traversal_strips(world, steps=8, image_size=size)
     width = max(grid.shape[1], strips.shape[1])
-    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
-    canvas = np.concatenate([pad(grid), np.full((size // 2, width, 3), 255, np.uint8), pad(strips)], 0)
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)
+    canvas = np.concatenate(
+        [pad(grid), np.full((size // 2, width, 3), 255, np.uint8), pad(strips)], 0
+    )
     with atomic_path(out) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG")
     console.print(f"wrote {out} ({canvas.shape[1]}x{canvas.shape[0]}): factor grid, then traversal strips (identity, expression, "
@@ -82,9 +101,9 @@ def show(
 
 @app.command()
 def check(
-    num: int = typer.Option(200, help="number of 128x128 frontal renders"),
-    seed: int = typer.Option(0, help="world seed"),
-    split: str = typer.Option("test", help="identities of this split"),
+    num: Annotated[int, typer.Option(help="number of 128x128 frontal renders")] = 200,
+    seed: Annotated[int, typer.Option(help="world seed")] = 0,
+    split: Annotated[str, typer.Option(help="identities of this split")] = "test",
 ) -> None:
     """dlib's HOG detector + 68-landmark predictor on frontal renders: detection rate and landmark error."""
     from facefactors.world.check import TARGET_ERROR, TARGET_RATE, run_check

@@ -6,4 +6,12 @@ from facefactors.world.expression import BLENDSHAPES, EXPRESSIONS
 from facefactors.world.params import FaceParams, IdentityParams
 from facefactors.world.world import FaceWorld, WorldBatch
 
-__all__ = ["BLENDSHAPES", "EXPRESSIONS", "FaceParams", "FaceWorld", "IdentityParams", "WorldBatch", "WorldConfig"]
+__all__ = [
+    "BLENDSHAPES",
+    "EXPRESSIONS",
+    "FaceParams",
+    "FaceWorld",
+    "IdentityParams",
+    "WorldBatch",
+    "WorldConfig",
+]

@@ -12,16 +12,19 @@ from __future__ import annotations
 import torch
 
 from facefactors.world.expression import W, _mouth
-from facefactors.world.identity import A
+from facefactors.world.identity import A, jaw_half_width
 from facefactors.world.landmarks import lower_lid, lower_lip, upper_lid, upper_lip
-from facefactors.world.identity import jaw_half_width
 from facefactors.world.surface import col, gauss, soft, windows
 
 _SKIN_LIGHT = torch.tensor([0.96, 0.80, 0.70])
 _SKIN_DARK = torch.tensor([0.30, 0.19, 0.13])
-_HAIR = torch.tensor([[0.06, 0.05, 0.045], [0.30, 0.19, 0.11], [0.72, 0.58, 0.36], [0.50, 0.20, 0.09]])  # black, brown, blond, red
+_HAIR = torch.tensor(
+    [[0.06, 0.05, 0.045], [0.30, 0.19, 0.11], [0.72, 0.58, 0.36], [0.50, 0.20, 0.09]]
+)  # black, brown, blond, red
 _GREY = torch.tensor([0.78, 0.78, 0.78])
-_IRIS = torch.tensor([[0.22, 0.12, 0.06], [0.35, 0.30, 0.12], [0.25, 0.40, 0.55]])  # brown, hazel, blue
+_IRIS = torch.tensor(
+    [[0.22, 0.12, 0.06], [0.35, 0.30, 0.12], [0.25, 0.40, 0.55]]
+)  # brown, hazel, blue
 
 
 def _rgb(c: torch.Tensor) -> torch.Tensor:
@@ -49,7 +52,11 @@ def hair_colour(albedo: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
     red = torch.sigmoid(2 * albedo[:, A["hair_red"]] - 2.5)
     light = _HAIR[2] * (1 - red[:, None]) + _HAIR[3] * red[:, None]
     mid = _HAIR[1] * (1 - red[:, None]) + _HAIR[3] * red[:, None]
-    c = torch.where(dark[:, None] > 0.5, _HAIR[0] + (mid - _HAIR[0]) * (2 - 2 * dark[:, None]), mid + (light - mid) * (1 - 2 * dark[:, None]))
+    c = torch.where(
+        dark[:, None] > 0.5,
+        _HAIR[0] + (mid - _HAIR[0]) * (2 - 2 * dark[:, None]),
+        mid + (light - mid) * (1 - 2 * dark[:, None]),
+    )
     grey = ((age - 0.6) * 2.5).clamp(0, 1)[:, None]  # greying starts in the oldest third
     return c * (1 - grey) + _GREY * grey
 
@@ -69,8 +76,14 @@ def paint(x, y, px, f, p, regions, gap, m):
 
     skin = _rgb(skin_colour(alb))
     tex = 1 + 0.025 * (0.5 + 0.5 * alb[:, A["texture"]].clamp(-2, 2))[:, None, None] * (
-        torch.sin(x * (40 + 30 * alb[:, A["tex_f1"]])[:, None, None] + 6.3 * alb[:, A["tex_p1"]][:, None, None])
-        * torch.sin(y * (37 + 30 * alb[:, A["tex_f2"]])[:, None, None] + 6.3 * alb[:, A["tex_p2"]][:, None, None])
+        torch.sin(
+            x * (40 + 30 * alb[:, A["tex_f1"]])[:, None, None]
+            + 6.3 * alb[:, A["tex_p1"]][:, None, None]
+        )
+        * torch.sin(
+            y * (37 + 30 * alb[:, A["tex_f2"]])[:, None, None]
+            + 6.3 * alb[:, A["tex_p2"]][:, None, None]
+        )
     )
     out = skin * (tex * (1 - 0.15 * regions["neck"]))[:, None]  # the neck is in shadow
     old = ((age - 0.45) * 1.8).clamp(0, 1)[:, None, None]
@@ -81,18 +94,32 @@ def paint(x, y, px, f, p, regions, gap, m):
     axe = xe.abs()
     re = (axe - ex) / ew
     shade = 1 - 0.22 * gauss(axe, ye, ex, ey - 0.01, 0.13, 0.07)
-    crease = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.028) / 0.012) ** 2)) * soft(1 - re.abs(), 0.1)
+    crease = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.028) / 0.012) ** 2)) * soft(
+        1 - re.abs(), 0.1
+    )
     shade = shade - 0.25 * crease
     k.mul_(out, shade[:, None])
     sub = k(out)
-    opening = soft(ye - upper_lid(re, ey, eh), 0.004) * soft(lower_lid(re, ey, eh) - ye, 0.004) * soft(1 - re.abs(), 0.03)
+    opening = (
+        soft(ye - upper_lid(re, ey, eh), 0.004)
+        * soft(lower_lid(re, ey, eh) - ye, 0.004)
+        * soft(1 - re.abs(), 0.03)
+    )
     d_iris = torch.sqrt((axe - ex) ** 2 + (ye - ey) ** 2)
     iris_k = alb[:, A["iris"]]
-    iris_c = torch.where((iris_k > 0.6)[:, None], _IRIS[2], torch.where((iris_k > -0.3)[:, None], _IRIS[1], _IRIS[0]))
-    eye = _mix(torch.tensor([0.93, 0.91, 0.88])[None, :, None, None].expand(b, 3, 1, 1), _rgb(iris_c), soft(0.44 * ew - d_iris, 0.004))
+    iris_c = torch.where(
+        (iris_k > 0.6)[:, None], _IRIS[2], torch.where((iris_k > -0.3)[:, None], _IRIS[1], _IRIS[0])
+    )
+    eye = _mix(
+        torch.tensor([0.93, 0.91, 0.88])[None, :, None, None].expand(b, 3, 1, 1),
+        _rgb(iris_c),
+        soft(0.44 * ew - d_iris, 0.004),
+    )
     eye = _mix(eye, torch.full((b, 3, 1, 1), 0.03), soft(0.17 * ew - d_iris, 0.003))
     sub = _mix(sub, eye, opening)
-    lid_line = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.005) / 0.011) ** 2)) * soft(1.15 - re.abs(), 0.03)
+    lid_line = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.005) / 0.011) ** 2)) * soft(
+        1.15 - re.abs(), 0.03
+    )
     low_line = torch.exp(-(((ye - lower_lid(re, ey, eh)) / 0.006) ** 2)) * soft(1 - re.abs(), 0.03)
     sub = sub * (1 - 0.92 * lid_line - 0.4 * low_line).clamp(min=0.05)[:, None]
     # brows: a band along the quadratic through the outer, peak and inner brow points
@@ -111,23 +138,53 @@ def paint(x, y, px, f, p, regions, gap, m):
     if bool((old > 0).any()):  # age-like forehead lines
         k = win["forehead"]
         yf = k(y)
-        forehead = soft(ey - 0.24 - yf, 0.01) * soft(yf - (ey - 0.45), 0.01) * soft(0.32 - k(x).abs(), 0.03)
+        forehead = (
+            soft(ey - 0.24 - yf, 0.01)
+            * soft(yf - (ey - 0.45), 0.01)
+            * soft(0.32 - k(x).abs(), 0.03)
+        )
         k.mul_(out, (1 - 0.15 * old * forehead * (0.5 + 0.5 * torch.sin(yf * 95.0)) ** 6)[:, None])
 
     # nostrils, nasolabial folds (age, smile), lips, lip line
     k = win["nose"]
-    k.mul_(out, (1 - 0.75 * gauss(k(x).abs(), k(y), 0.45 * col(f, "nose_w"), col(f, "nose_base_y") - 0.012, 0.028, 0.013))[:, None])
+    k.mul_(
+        out,
+        (
+            1
+            - 0.75
+            * gauss(
+                k(x).abs(),
+                k(y),
+                0.45 * col(f, "nose_w"),
+                col(f, "nose_base_y") - 0.012,
+                0.028,
+                0.013,
+            )
+        )[:, None],
+    )
     k = win["mouth"]
     xm, ym = k(x), k(y)
-    fold_d = _segment_distance(xm.abs(), ym, col(f, "nose_w") + 0.01, col(f, "nose_base_y") - 0.05, mw + 0.035, my + 0.04)
-    fold = torch.exp(-((fold_d / 0.012) ** 2)) * (old + 0.8 * p.expression_weights[:, W["smile"]][:, None, None])
+    fold_d = _segment_distance(
+        xm.abs(), ym, col(f, "nose_w") + 0.01, col(f, "nose_base_y") - 0.05, mw + 0.035, my + 0.04
+    )
+    fold = torch.exp(-((fold_d / 0.012) ** 2)) * (
+        old + 0.8 * p.expression_weights[:, W["smile"]][:, None, None]
+    )
     r = xm / mw
-    lip = soft(ym - upper_lip(r, my, col(f, "lip_u")), 0.006) * soft(lower_lip(r, my, col(f, "lip_l")) - ym, 0.006) * (r.abs() < 1).float()
+    lip = (
+        soft(ym - upper_lip(r, my, col(f, "lip_u")), 0.006)
+        * soft(lower_lip(r, my, col(f, "lip_l")) - ym, 0.006)
+        * (r.abs() < 1).float()
+    )
     lip_red = torch.sigmoid(alb[:, A["lip_red"]])[:, None]
-    lip_c = skin[:, :, 0, 0] * (torch.tensor([0.78, 0.48, 0.48]) - 0.12 * lip_red * torch.tensor([-0.3, 1.0, 0.8]))
+    lip_c = skin[:, :, 0, 0] * (
+        torch.tensor([0.78, 0.48, 0.48]) - 0.12 * lip_red * torch.tensor([-0.3, 1.0, 0.8])
+    )
     sub = k(out) * (1 - 0.18 * fold.clamp(max=1))[:, None]
     sub = _mix(sub, _rgb(lip_c), 0.9 * lip)
-    sub = sub * (1 - 0.55 * torch.exp(-(((ym - my) / 0.007) ** 2)) * soft(1 - r.abs(), 0.05))[:, None]
+    sub = (
+        sub * (1 - 0.55 * torch.exp(-(((ym - my) / 0.007) ** 2)) * soft(1 - r.abs(), 0.05))[:, None]
+    )
     out[..., k.rows, k.cols] = sub
 
     hair_c = _rgb(hair_colour(alb, age))
@@ -138,7 +195,11 @@ def paint(x, y, px, f, p, regions, gap, m):
         axl = xl.abs()
         w = jaw_half_width(yl, f)
         rl = xl / mw
-        lip_l = soft(yl - upper_lip(rl, my, col(f, "lip_u")), 0.006) * soft(lower_lip(rl, my, col(f, "lip_l")) - yl, 0.006) * (rl.abs() < 1).float()
+        lip_l = (
+            soft(yl - upper_lip(rl, my, col(f, "lip_u")), 0.006)
+            * soft(lower_lip(rl, my, col(f, "lip_l")) - yl, 0.006)
+            * (rl.abs() < 1).float()
+        )
         beard = (soft(yl - (col(f, "nose_base_y") + 0.015), 0.01)
                  * (1 - 0.6 * soft(0.8 * mw - axl, 0.02) * soft(yl - (my - col(f, "lip_u") * 0.3), 0.01) * soft(my + col(f, "lip_l") - yl, 0.01))
                  + soft(axl - 0.78 * w, 0.02) * soft(yl - (ey + 0.12), 0.02))  # fmt: skip
@@ -147,17 +208,29 @@ def paint(x, y, px, f, p, regions, gap, m):
         out[..., k.rows, k.cols] = _mix(k(out), stubble, 0.8 * beard)
 
     # hair: over the face above the hairline and outside the face
-    hair_w = torch.maximum(regions["hair_over"] * regions["face"], regions["hair_out"] * (1 - regions["face"]))
+    hair_w = torch.maximum(
+        regions["hair_over"] * regions["face"], regions["hair_out"] * (1 - regions["face"])
+    )
     strands = 1 + 0.12 * torch.sin(x * 90 + 4 * torch.sin(y * 9)) * torch.sin(y * 23 + x * 3)
     out = _mix(out, hair_c * strands[:, None], hair_w)
 
-    if bool((gap > 0).any()):  # open mouth: dark interior, upper teeth below the upper lip (expressed frame)
+    if bool(
+        (gap > 0).any()
+    ):  # open mouth: dark interior, upper teeth below the upper lip (expressed frame)
         k = win["mouth"]
         mx, mt = k(m[..., 0]), k(m[..., 1]) - my
         au, al, _ = _mouth(p.expression_weights, f, mx.reshape(b, -1))
         au, al = au.reshape_as(mx), al.reshape_as(mx)
-        teeth = soft(mt + au, 0.004) * soft(-au + (0.6 * (au + al)).clamp(max=0.03) - mt, 0.004) * soft(0.6 * mw - mx.abs(), 0.02)
-        interior = _mix(torch.tensor([0.32, 0.08, 0.08])[None, :, None, None].expand(b, 3, 1, 1), torch.full((b, 3, 1, 1), 0.92), teeth)
+        teeth = (
+            soft(mt + au, 0.004)
+            * soft(-au + (0.6 * (au + al)).clamp(max=0.03) - mt, 0.004)
+            * soft(0.6 * mw - mx.abs(), 0.02)
+        )
+        interior = _mix(
+            torch.tensor([0.32, 0.08, 0.08])[None, :, None, None].expand(b, 3, 1, 1),
+            torch.full((b, 3, 1, 1), 0.92),
+            teeth,
+        )
         out[..., k.rows, k.cols] = _mix(k(out), interior, k(gap))
 
     return out.clamp(0, 1)
@@ -178,11 +251,18 @@ def paint_eyeglasses(out, px_, py_, f, glasses, style, px):
     rho = torch.sqrt(((ax - ex) / rx) ** 2 + ((py_ - cy) / ry) ** 2)
     rim = soft(0.022 / ry - (rho - 1).abs(), 0.5 * px / ry)
     bridge = soft(0.012 - (py_ - (cy - 0.3 * ry)).abs(), px) * soft(ex - rx - ax + 0.01, px)
-    temple = soft(0.01 - (py_ - (cy - 0.2 * ry)).abs(), px) * soft(ax - (ex + rx) + 0.01, px) * soft(jaw_half_width(py_, f) - ax, px)
+    temple = (
+        soft(0.01 - (py_ - (cy - 0.2 * ry)).abs(), px)
+        * soft(ax - (ex + rx) + 0.01, px)
+        * soft(jaw_half_width(py_, f) - ax, px)
+    )
     lens = soft(1 - rho, 0.5 * px / ry) * on
     dark = (0.05 + 0.15 * style[:, 0].clamp(0, 1))[:, None]
     tint = (0.1 + 0.25 * style[:, 1].clamp(0, 1))[:, None, None]
-    sub = k(out) * (1 - tint * lens)[:, None] + (tint * lens)[:, None] * torch.tensor([0.25, 0.3, 0.35])[None, :, None, None]
+    sub = (
+        k(out) * (1 - tint * lens)[:, None]
+        + (tint * lens)[:, None] * torch.tensor([0.25, 0.3, 0.35])[None, :, None, None]
+    )
     frame = torch.maximum(torch.maximum(rim, bridge), temple) * on
     out = out.clone()
     out[..., k.rows, k.cols] = _mix(sub, _rgb(dark.expand(-1, 3)), frame)

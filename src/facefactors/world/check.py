@@ -25,7 +25,9 @@ TARGET_ERROR = 0.10
 @dataclass
 class CheckResult:
     detection_rate: float  # share of renders with a detected face
-    landmark_error: float  # mean dlib-vs-ground-truth distance / inter-ocular distance, over detected faces
+    landmark_error: (
+        float  # mean dlib-vs-ground-truth distance / inter-ocular distance, over detected faces
+    )
     num_images: int
     per_image_error: np.ndarray  # (N,) NaN where no face was found
 
@@ -39,18 +41,24 @@ def model_dir() -> str:
     (its __init__ imports pkg_resources, which recent setuptools no longer ships)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("face_recognition_models is not installed; install it with `pip install face-recognition-models` (and dlib-bin) to run the face check")
-    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+        raise UserError(
+            "face_recognition_models is not installed; install it with `pip install face-recognition-models` (and dlib-bin) to run the face check"
+        )
+    return os.path.join(next(iter(spec.submodule_search_locations)), "models")
 
 
 def load_dlib():
     try:
         import dlib
     except ImportError:
-        raise UserError("dlib is not installed; install it with `pip install dlib-bin` to run the face check") from None
+        raise UserError(
+            "dlib is not installed; install it with `pip install dlib-bin` to run the face check"
+        ) from None
     path = os.path.join(model_dir(), "shape_predictor_68_face_landmarks.dat")
     if not os.path.isfile(path):
-        raise UserError(f"{path}: dlib's 68-landmark model is missing; reinstall face-recognition-models")
+        raise UserError(
+            f"{path}: dlib's 68-landmark model is missing; reinstall face-recognition-models"
+        )
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(path)
 
 
@@ -65,13 +73,27 @@ def frontal_params(world, num: int, split: str = "test", start: int = 0):
     idx = torch.arange(start, start + num)
     pose = world.draw_factor("pose", split, idx, klass=ok_b[idx % len(ok_b)])
     p = p.replace(**pose)
-    mild = torch.tensor([k for k in range(len(LIGHT_NAMES)) if not bool(is_extreme(torch.tensor(k)))])
+    mild = torch.tensor(
+        [k for k in range(len(LIGHT_NAMES)) if not bool(is_extreme(torch.tensor(k)))]
+    )
     bad = is_extreme(p.light_class)
     light = world.draw_factor("lighting", split, idx, klass=mild[idx % len(mild)])
-    return p.replace(**{k: torch.where(bad.reshape(-1, *([1] * (v.dim() - 1))), v, getattr(p, k)) for k, v in light.items()})
+    return p.replace(
+        **{
+            k: torch.where(bad.reshape(-1, *([1] * (v.dim() - 1))), v, getattr(p, k))
+            for k, v in light.items()
+        }
+    )
 
 
-def run_check(world=None, num: int = 200, image_size: int = 128, split: str = "test", batch_size: int = 50, progress: bool = False) -> CheckResult:
+def run_check(
+    world=None,
+    num: int = 200,
+    image_size: int = 128,
+    split: str = "test",
+    batch_size: int = 50,
+    progress: bool = False,
+) -> CheckResult:
     from facefactors.world.config import WorldConfig
     from facefactors.world.world import FaceWorld
 
@@ -90,9 +112,13 @@ def run_check(world=None, num: int = 200, image_size: int = 128, split: str = "t
         task = bar.add_task("dlib check", total=num)
     for s in range(0, num, batch_size):
         n = min(batch_size, num - s)
-        batch = world.render(frontal_params(world, n, split, s), image_size=image_size, ground_truth=True)
+        batch = world.render(
+            frontal_params(world, n, split, s), image_size=image_size, ground_truth=True
+        )
         imgs = (batch.image.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        gt = ((batch.landmarks.numpy() + 1) * 0.5 * image_size) - 0.5  # to pixel coordinates (centre of pixel 0 = 0)
+        gt = (
+            (batch.landmarks.numpy() + 1) * 0.5 * image_size
+        ) - 0.5  # to pixel coordinates (centre of pixel 0 = 0)
         for i in range(n):
             img = np.ascontiguousarray(imgs[i])
             dets = detector(img, 1)
@@ -100,9 +126,17 @@ def run_check(world=None, num: int = 200, image_size: int = 128, split: str = "t
                 continue
             # the detection nearest the ground-truth face centre
             c = gt[i].mean(0)
-            det = min(dets, key=lambda r: (0.5 * (r.left() + r.right()) - c[0]) ** 2 + (0.5 * (r.top() + r.bottom()) - c[1]) ** 2)
+            det = min(
+                dets,
+                key=lambda r: (
+                    (0.5 * (r.left() + r.right()) - c[0]) ** 2
+                    + (0.5 * (r.top() + r.bottom()) - c[1]) ** 2
+                ),
+            )
             shape = predictor(img, dlib.rectangle(det.left(), det.top(), det.right(), det.bottom()))
-            pred = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=np.float64)
+            pred = np.array(
+                [[shape.part(k).x, shape.part(k).y] for k in range(68)], dtype=np.float64
+            )
             iod = np.linalg.norm(gt[i, 36] - gt[i, 45])
             found[s + i] = True
             errors[s + i] = np.linalg.norm(pred - gt[i], axis=1).mean() / iod

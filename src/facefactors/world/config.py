@@ -35,4 +35,8 @@ class WorldConfig:
         return sum(sizes[s] for s in SPLITS[: SPLITS.index(split)])
 
     def split_sizes(self) -> dict[str, int]:
-        return {"train": self.train_identities, "val": self.val_identities, "test": self.test_identities}
+        return {
+            "train": self.train_identities,
+            "val": self.val_identities,
+            "test": self.test_identities,
+        }

@@ -34,7 +34,13 @@ _PROTOTYPES = {
     "sadness": {"lip_corner_down": 1.0, "inner_brow_raise": 1.0, "eye_squint": 0.25},
     "surprise": {"brow_raise": 1.0, "eye_widen": 1.0, "mouth_open": 0.9},
     "anger": {"brow_lower": 1.0, "eye_squint": 0.45, "lip_press": 1.0},
-    "disgust": {"nose_wrinkle": 1.0, "upper_lip_raise": 1.0, "brow_lower": 0.5, "eye_squint": 0.4, "lip_corner_down": 0.3},
+    "disgust": {
+        "nose_wrinkle": 1.0,
+        "upper_lip_raise": 1.0,
+        "brow_lower": 0.5,
+        "eye_squint": 0.4,
+        "lip_corner_down": 0.3,
+    },
 }
 
 
@@ -58,24 +64,50 @@ def handles(w: torch.Tensor, f: dict[str, torch.Tensor]):
     Handles at the same place are shared by several blendshapes (their displacements add).
     """
     b = w.shape[0]
-    g = lambda name: w[:, W[name]]  # noqa: E731
+    g = lambda name: w[:, W[name]]
     z = torch.zeros(b, device=w.device)
     ex, ey, eh, mw, my = f["eye_x"], f["eye_y"], f["eye_h"], f["mouth_w"], f["mouth_y"]
     rows = []  # (cx, cy, dx, dy, sx, sy) for the image-right side; mirrored ones get s = -1
 
     def add(cx, cy, dx, dy, sx, sy, mirror=True):
-        for s in ((-1.0, 1.0) if mirror else (1.0,)):
+        for s in (-1.0, 1.0) if mirror else (1.0,):
             rows.append((s * cx, cy, s * dx, dy, sx + z, sy + z))
 
     smile, down, press = g("smile"), g("lip_corner_down"), g("lip_press")
-    add(mw, my, 0.06 * smile + 0.005 * down, -0.075 * smile + 0.06 * down, 0.10, 0.09)  # lip corners
+    add(
+        mw, my, 0.06 * smile + 0.005 * down, -0.075 * smile + 0.06 * down, 0.10, 0.09
+    )  # lip corners
     add(0.30 + z, 0.16 + z, 0.01 * smile, -0.04 * smile, 0.13, 0.10)  # cheeks
     add(ex, ey - 0.16, z, -0.07 * g("brow_raise"), 0.20, 0.12)  # brows
-    add(ex - 0.13, ey - 0.14, -0.02 * g("brow_lower"), -0.06 * g("inner_brow_raise") + 0.045 * g("brow_lower"), 0.09, 0.09)
-    add(ex, ey - eh, z, -0.022 * g("eye_widen") + 0.016 * g("eye_squint"), 0.11, 0.035)  # upper lids
-    add(ex, ey + 0.8 * eh, z, 0.008 * g("eye_widen") - 0.012 * g("eye_squint") - 0.008 * smile, 0.11, 0.03)
+    add(
+        ex - 0.13,
+        ey - 0.14,
+        -0.02 * g("brow_lower"),
+        -0.06 * g("inner_brow_raise") + 0.045 * g("brow_lower"),
+        0.09,
+        0.09,
+    )
+    add(
+        ex, ey - eh, z, -0.022 * g("eye_widen") + 0.016 * g("eye_squint"), 0.11, 0.035
+    )  # upper lids
+    add(
+        ex,
+        ey + 0.8 * eh,
+        z,
+        0.008 * g("eye_widen") - 0.012 * g("eye_squint") - 0.008 * smile,
+        0.11,
+        0.03,
+    )
     add(0.06 + z, f["nose_tip_y"] - 0.08, z, -0.02 * g("nose_wrinkle"), 0.06, 0.08)  # nose sides
-    add(z, my - f["lip_u"], z, -0.03 * g("upper_lip_raise") + 0.012 * press, 0.16, 0.05, mirror=False)
+    add(
+        z,
+        my - f["lip_u"],
+        z,
+        -0.03 * g("upper_lip_raise") + 0.012 * press,
+        0.16,
+        0.05,
+        mirror=False,
+    )
     add(z, my + f["lip_l"], z, -0.015 * press, 0.16, 0.05, mirror=False)
     t = [torch.stack([r[k] for r in rows], dim=1) for k in range(6)]  # each (B, J)
     return torch.stack(t[0:2], -1), torch.stack(t[2:4], -1), torch.stack(t[4:6], -1)

@@ -25,14 +25,26 @@ class WorldGroundTruth:
     def __init__(
         self,
         world,  # a FaceWorld
-        factors: tuple[str, ...] = ("identity", "expression", "lighting", "pose", "camera", "eyeglasses"),
+        factors: tuple[str, ...] = (
+            "identity",
+            "expression",
+            "lighting",
+            "pose",
+            "camera",
+            "eyeglasses",
+        ),
         num_identities: int = 20,  # identity classes (the first of the split)
         split: str = "test",  # identities of this split
         image_size: int | None = None,  # observation size; None = the world's
         bins: int = 4,  # bins of the continuous traits
         batch_size: int = 128,  # render batch size
     ):
-        self.world, self.split, self.image_size, self.batch_size = world, split, image_size, batch_size
+        self.world, self.split, self.image_size, self.batch_size = (
+            world,
+            split,
+            image_size,
+            batch_size,
+        )
         sizes = {
             "identity": int(num_identities),
             "expression": len(expr.EXPRESSIONS),
@@ -46,7 +58,9 @@ class WorldGroundTruth:
         if unknown:
             raise ValueError(f"unknown ground-truth factors {unknown}; choose from {sorted(sizes)}")
         if "identity" in factors and any(t in factors for t in _TRAITS):
-            raise ValueError("identity and its traits (age/gender/skin tone) are not independent; use one or the other")
+            raise ValueError(
+                "identity and its traits (age/gender/skin tone) are not independent; use one or the other"
+            )
         self.factor_names = list(factors)
         self.factor_sizes = [sizes[f] for f in factors]
 
@@ -64,7 +78,13 @@ class WorldGroundTruth:
         if ids is None:
             ids = torch.from_numpy(rng.integers(0, w.config.split_sizes()[split], size=n))
         p = w.sample_params(idx, split, identities=ids)
-        streams = {"expression": "expression", "lighting": "lighting", "pose": "pose", "camera": "camera", "eyeglasses": "eyeglasses"}
+        streams = {
+            "expression": "expression",
+            "lighting": "lighting",
+            "pose": "pose",
+            "camera": "camera",
+            "eyeglasses": "eyeglasses",
+        }
         for name, stream in streams.items():
             if name in col:
                 p = p.replace(**w.draw_factor(stream, split, idx, klass=col[name], ident=p))
@@ -78,5 +98,10 @@ class WorldGroundTruth:
     def sample_observations(self, factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Images (n, 3, H, W) float32 in [0, 1] for factor classes (n, K)."""
         p = self.params(factors, rng)
-        out = [self.world.render(p.index(slice(s, s + self.batch_size)), image_size=self.image_size).image for s in range(0, len(p), self.batch_size)]
+        out = [
+            self.world.render(
+                p.index(slice(s, s + self.batch_size)), image_size=self.image_size
+            ).image
+            for s in range(0, len(p), self.batch_size)
+        ]
         return torch.cat(out).numpy().astype(np.float32)

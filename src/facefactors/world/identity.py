@@ -34,7 +34,14 @@ S = {n: i for i, n in enumerate(SHAPE_COEFFS)}
 A = {n: i for i, n in enumerate(ALBEDO_COEFFS)}
 
 # how the gender-like trait (centred, in [-1, 1]) biases shape coefficients (z units)
-_GENDER_SHAPE = {"face_width": 0.7, "jaw_square": 1.0, "brow_ridge": 1.0, "eye_size": -0.6, "lip_thickness": -0.8, "face_length": 0.4}
+_GENDER_SHAPE = {
+    "face_width": 0.7,
+    "jaw_square": 1.0,
+    "brow_ridge": 1.0,
+    "eye_size": -0.6,
+    "lip_thickness": -0.8,
+    "face_length": 0.4,
+}
 
 
 def sample_identity(seed: int, ids) -> IdentityParams:
@@ -66,7 +73,9 @@ def sample_identity(seed: int, ids) -> IdentityParams:
     alb[:, A["tex_f2"]] = d.u(1)[:, 0]
     alb[:, A["tex_p1"]] = d.u(1)[:, 0]
     alb[:, A["tex_p2"]] = d.u(1)[:, 0]
-    return IdentityParams(identity=ids, shape=shape, albedo=alb, age_value=age, gender_value=gender, skin_tone=tone)
+    return IdentityParams(
+        identity=ids, shape=shape, albedo=alb, age_value=age, gender_value=gender, skin_tone=tone
+    )
 
 
 def features(shape: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -18,10 +18,14 @@ def background(bg: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, 10) [c1 rgb, c2 rgb, angle, texture amplitude, frequency, phase] -> (B, 3, H, W)."""
     grid = image_grid(height, width, bg.device)  # (H, W, 2)
     ang = bg[:, 6, None, None] * 2 * math.pi
-    t = 0.5 + 0.5 * (grid[None, ..., 0] * torch.cos(ang) + grid[None, ..., 1] * torch.sin(ang)) / math.sqrt(2)
+    t = 0.5 + 0.5 * (
+        grid[None, ..., 0] * torch.cos(ang) + grid[None, ..., 1] * torch.sin(ang)
+    ) / math.sqrt(2)
     img = bg[:, 0:3, None, None] * (1 - t[:, None]) + bg[:, 3:6, None, None] * t[:, None]
     freq = (2 + 10 * bg[:, 8])[:, None, None]
-    pattern = torch.sin(grid[None, ..., 0] * freq + bg[:, 9, None, None] * 6.28) * torch.sin(grid[None, ..., 1] * freq * 0.7 + 1.3)
+    pattern = torch.sin(grid[None, ..., 0] * freq + bg[:, 9, None, None] * 6.28) * torch.sin(
+        grid[None, ..., 1] * freq * 0.7 + 1.3
+    )
     return (img * (1 + (0.25 * bg[:, 7, None, None] * pattern)[:, None])).clamp(0, 1)
 
 
@@ -46,7 +50,7 @@ def blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     b, c, h, w = image.shape
     if float(sigma.max()) < 0.05:
         return image
-    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    radius = max(1, math.ceil(3 * float(sigma.max())))
     k = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     s = sigma.clamp_min(1e-3)[:, None]
     ker = torch.exp(-0.5 * (k[None] / s) ** 2)

@@ -51,7 +51,7 @@ def canonical_landmarks(f: dict[str, torch.Tensor]) -> torch.Tensor:
     """Neutral canonical landmarks from the face features: (B, 68, 2), x right, y down, in [-1, 1]."""
     b = f["eye_y"].shape[0]
     dev = f["eye_y"].device
-    col = lambda v: v.reshape(b, 1)  # noqa: E731
+    col = lambda v: v.reshape(b, 1)
     pts = torch.zeros(b, 68, 2, device=dev)
 
     # jaw: left half top-down, then the right half mirrored bottom-up
@@ -76,7 +76,9 @@ def canonical_landmarks(f: dict[str, torch.Tensor]) -> torch.Tensor:
     pts[:, 31:36, 0] = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], device=dev)[None] * nw
     pts[:, 31:36, 1] = base - torch.tensor([0.04, 0.015, 0.0, 0.015, 0.04], device=dev)[None]
 
-    third = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0], device=dev)[None]  # outer .. inner for the left eye
+    third = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0], device=dev)[
+        None
+    ]  # outer .. inner for the left eye
     lx = -ex + third * ew  # left eye, x increasing toward the nose
     r = third.expand(b, 4)
     pts[:, 36:40, 0] = lx
@@ -96,6 +98,8 @@ def canonical_landmarks(f: dict[str, torch.Tensor]) -> torch.Tensor:
     pts[:, 55:60, 1] = lower_lip(rl, my, col(f["lip_l"]))
     ri = torch.tensor([-0.8, -0.35, 0.0, 0.35, 0.8, 0.35, 0.0, -0.35], device=dev)[None]
     pts[:, 60:68, 0] = ri * mw
-    off = torch.tensor([-1, -1, -1, -1, -1, 1, 1, 1], device=dev, dtype=torch.float32)[None] * LIP_GAP
+    off = (
+        torch.tensor([-1, -1, -1, -1, -1, 1, 1, 1], device=dev, dtype=torch.float32)[None] * LIP_GAP
+    )
     pts[:, 60:68, 1] = my + off
     return pts

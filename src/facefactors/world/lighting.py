@@ -20,7 +20,9 @@ def is_extreme(light_class: torch.Tensor) -> torch.Tensor:
     return LIGHT_DIRECTIONS[light_class, 0].abs() > 1.0
 
 
-def sample_light(u: torch.Tensor, klass: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_light(
+    u: torch.Tensor, klass: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniforms (B, 5) [and forced classes (B,)] -> light (B, 4), class (B,).
 
     Ambient 0.3..0.55 and diffuse 0.45..0.8 so a frontal face is neither black nor burnt; the

@@ -19,21 +19,28 @@ class _Batch:
     def __len__(self) -> int:
         return int(getattr(self, dataclasses.fields(self)[0].name).shape[0])
 
-    def index(self, i) -> "_Batch":
+    def index(self, i) -> _Batch:
         """Rows ``i`` (an int, a slice, a list or a tensor of indices) as a new record."""
         if isinstance(i, int):
             i = slice(i, i + 1)
         return type(self)(**{f.name: getattr(self, f.name)[i] for f in dataclasses.fields(self)})
 
     @classmethod
-    def cat(cls, items: list) -> "_Batch":
-        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in items]) for f in dataclasses.fields(cls)})
+    def cat(cls, items: list) -> _Batch:
+        return cls(
+            **{
+                f.name: torch.cat([getattr(p, f.name) for p in items])
+                for f in dataclasses.fields(cls)
+            }
+        )
 
-    def replace(self, **fields) -> "_Batch":
+    def replace(self, **fields) -> _Batch:
         return dataclasses.replace(self, **fields)
 
-    def to(self, device) -> "_Batch":
-        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
+    def to(self, device) -> _Batch:
+        return type(self)(
+            **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)}
+        )
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -68,7 +75,9 @@ class FaceParams(_Batch):
     pose: torch.Tensor  # (B, 3) yaw, pitch, roll in degrees
     pose_bucket: torch.Tensor  # (B,) long, yaw bucket
     camera: torch.Tensor  # (B,) long, 0 rgb, 1 nir
-    background: torch.Tensor  # (B, 10) two colours, gradient angle, texture amplitude/frequency/phase
+    background: (
+        torch.Tensor
+    )  # (B, 10) two colours, gradient angle, texture amplitude/frequency/phase
     hair: torch.Tensor  # (B, 4) hair style: volume, length, fringe, part
     eyeglasses: torch.Tensor  # (B,) long, 0 no, 1 yes
     glasses_style: torch.Tensor  # (B, 3) rim darkness, lens tint, size

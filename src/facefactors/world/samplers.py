@@ -11,19 +11,27 @@ identity, lighting, background, hair and camera fixed while expression and pose 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from facefactors.data.description import DatasetDescription
 from facefactors.world import expression as expr
-from facefactors.world.identity import A, S, _GENDER_SHAPE
+from facefactors.world.identity import _GENDER_SHAPE, A, S
 from facefactors.world.params import FaceParams
 
 # factors an intervention can change, and the FaceParams fields each one owns
 INTERVENABLE = {
-    "identity": ("identity", "identity_label", "shape", "albedo", "age_value", "gender_value", "skin_tone"),
+    "identity": (
+        "identity",
+        "identity_label",
+        "shape",
+        "albedo",
+        "age_value",
+        "gender_value",
+        "skin_tone",
+    ),
     "expression": ("expression_weights", "expression", "expression_intensity"),
     "lighting": ("light", "light_class", "sh"),
     "pose": ("pose", "pose_bucket"),
@@ -39,26 +47,46 @@ INTERVENABLE = {
 WORLD_A_LABELS = ("identity", "expression", "lighting", "pose")
 WORLD_B_LABELS = ("age", "gender", "eyeglasses")
 _NUM_CLASSES = {"camera": 2, "eyeglasses": 2, "expression": len(expr.EXPRESSIONS)}
-_FRESH = 2**40  # stream indices at or above this are reserved for re-draws (never used by i.i.d. sets)
+_FRESH = (
+    2**40
+)  # stream indices at or above this are reserved for re-draws (never used by i.i.d. sets)
 
 
 # --- i.i.d. sets -------------------------------------------------------------------------
-def iid_params(world, split: str, num_identities: int, images_per_identity: int, start: int = 0, count: int | None = None) -> FaceParams:
+def iid_params(
+    world,
+    split: str,
+    num_identities: int,
+    images_per_identity: int,
+    start: int = 0,
+    count: int | None = None,
+) -> FaceParams:
     """Samples ``start .. start+count`` of the set of ``num_identities`` x ``images_per_identity``:
     sample i shows identity i // images_per_identity of the split."""
     total = num_identities * images_per_identity
     if num_identities > world.config.split_sizes()[split]:
-        raise ValueError(f"split {split!r} has {world.config.split_sizes()[split]} identities, asked for {num_identities}")
+        raise ValueError(
+            f"split {split!r} has {world.config.split_sizes()[split]} identities, asked for {num_identities}"
+        )
     count = total - start if count is None else count
     idx = torch.arange(start, start + count)
     return world.sample_params(idx, split, identities=idx // images_per_identity)
 
 
-def iter_iid(world, split: str, num_identities: int, images_per_identity: int, batch_size: int = 256, image_size: int | None = None) -> Iterator:
+def iter_iid(
+    world,
+    split: str,
+    num_identities: int,
+    images_per_identity: int,
+    batch_size: int = 256,
+    image_size: int | None = None,
+) -> Iterator:
     """Rendered batches (WorldBatch) of the i.i.d. set, in index order."""
     total = num_identities * images_per_identity
     for s in range(0, total, batch_size):
-        p = iid_params(world, split, num_identities, images_per_identity, s, min(batch_size, total - s))
+        p = iid_params(
+            world, split, num_identities, images_per_identity, s, min(batch_size, total - s)
+        )
         yield world.render(p, image_size=image_size)
 
 
@@ -88,7 +116,9 @@ def _other_class(old: torch.Tensor, num: int, rng: np.random.Generator) -> torch
     return (old + torch.from_numpy(rng.integers(1, num, size=old.shape[0]))) % num
 
 
-def intervene(world, params: FaceParams, factor: str, rng: np.random.Generator, split: str = "train") -> FaceParams:
+def intervene(
+    world, params: FaceParams, factor: str, rng: np.random.Generator, split: str = "train"
+) -> FaceParams:
     """The same samples with exactly ``factor`` changed (categorical factors change class)."""
     if factor not in INTERVENABLE:
         raise ValueError(f"cannot intervene on {factor!r}; one of {sorted(INTERVENABLE)}")
@@ -103,7 +133,11 @@ def intervene(world, params: FaceParams, factor: str, rng: np.random.Generator, 
     if factor == "age":
         old = (params.age_value * 3).long().clamp(0, 2)
         new = _other_class(old, 3, rng)
-        return set_trait(params, "age_value", (new.float() + torch.from_numpy(rng.uniform(0.05, 0.95, b)).float()) / 3)
+        return set_trait(
+            params,
+            "age_value",
+            (new.float() + torch.from_numpy(rng.uniform(0.05, 0.95, b)).float()) / 3,
+        )
     if factor == "gender":
         male = params.gender_value > 0.5
         u = torch.from_numpy(rng.uniform(0.1, 0.45, b)).float()
@@ -124,7 +158,9 @@ def intervene(world, params: FaceParams, factor: str, rng: np.random.Generator, 
 
 
 # --- clips -------------------------------------------------------------------------------
-def clip_params(world, split: str, clip_index: int, length: int = 16, frames_per_key: int = 6) -> FaceParams:
+def clip_params(
+    world, split: str, clip_index: int, length: int = 16, frames_per_key: int = 6
+) -> FaceParams:
     """One clip: a fixed identity, light, background, hair and camera; expression and pose drift smoothly.
 
     The expression blends between key expressions every ``frames_per_key`` frames with a smoothstep
@@ -143,7 +179,10 @@ def clip_params(world, split: str, clip_index: int, length: int = 16, frames_per
     a = pos.floor().long().clamp(max=keyframes - 1)
     s = (pos - a).clamp(0, 1)
     s = s * s * (3 - 2 * s)
-    w = keys["expression_weights"][a] * (1 - s[:, None]) + keys["expression_weights"][a + 1] * s[:, None]
+    w = (
+        keys["expression_weights"][a] * (1 - s[:, None])
+        + keys["expression_weights"][a + 1] * s[:, None]
+    )
     dominant = torch.where(s < 0.5, a, a + 1)
     inten = keys["expression_intensity"][a] * (1 - s) + keys["expression_intensity"][a + 1] * s
     cfg = world.config
@@ -152,8 +191,12 @@ def clip_params(world, split: str, clip_index: int, length: int = 16, frames_per
     amp = 10.0
     yaw0 = base.pose[0, 0].clamp(lo + amp, hi - amp)
     yaw = yaw0 + amp * torch.sin(2 * torch.pi * (0.3 + 0.5 * u[0]) * t + 6.28 * u[1])
-    pitch = base.pose[0, 1] * 0.5 + 5 * torch.sin(2 * torch.pi * (0.3 + 0.5 * u[2]) * t + 6.28 * u[3])
-    roll = base.pose[0, 2] * 0.5 + 4 * torch.sin(2 * torch.pi * (0.3 + 0.5 * u[4]) * t + 6.28 * u[5])
+    pitch = base.pose[0, 1] * 0.5 + 5 * torch.sin(
+        2 * torch.pi * (0.3 + 0.5 * u[2]) * t + 6.28 * u[3]
+    )
+    roll = base.pose[0, 2] * 0.5 + 4 * torch.sin(
+        2 * torch.pi * (0.3 + 0.5 * u[4]) * t + 6.28 * u[5]
+    )
     buckets = torch.tensor(cfg.yaw_buckets)
     bucket = (yaw[:, None] - buckets[None]).abs().argmin(1)
     p = FaceParams.cat([base] * length)
@@ -168,21 +211,31 @@ def clip_params(world, split: str, clip_index: int, length: int = 16, frames_per
 
 
 # --- label-disjoint data sets ------------------------------------------------------------
-def world_a_description(world, split: str = "train", num_identities: int | None = None) -> DatasetDescription:
+def world_a_description(
+    world, split: str = "train", num_identities: int | None = None
+) -> DatasetDescription:
     """World A of the UFE multi-dataset experiment: identity, expression, lighting and pose labelled."""
     return world.describe(split, num_identities).restrict(WORLD_A_LABELS, name=f"world-a-{split}")
 
 
-def world_b_description(world, split: str = "train", num_identities: int | None = None) -> DatasetDescription:
+def world_b_description(
+    world, split: str = "train", num_identities: int | None = None
+) -> DatasetDescription:
     """World B: only age, gender and eyeglasses labelled."""
     return world.describe(split, num_identities).restrict(WORLD_B_LABELS, name=f"world-b-{split}")
 
 
-def mask_labels(labels: dict[str, torch.Tensor], description: DatasetDescription) -> dict[str, torch.Tensor]:
+def mask_labels(
+    labels: dict[str, torch.Tensor], description: DatasetDescription
+) -> dict[str, torch.Tensor]:
     """Labels with every factor the description does not label set to missing (-1 or NaN)."""
     out = {}
     for name, v in labels.items():
         if name in description and not description.is_labelled(name):
-            v = torch.full_like(v, -1) if description[name].is_categorical else torch.full_like(v, float("nan"))
+            v = (
+                torch.full_like(v, -1)
+                if description[name].is_categorical
+                else torch.full_like(v, float("nan"))
+            )
         out[name] = v
     return out

@@ -42,7 +42,9 @@ class Window:
     def __init__(self, size: int, x0: float, x1: float, y0: float, y1: float):
         def sl(a, b):
             m = self.FLOW_MARGIN
-            return slice(max(0, int((a - m + 1) / 2 * size)), min(size, int((b + m + 1) / 2 * size) + 1))
+            return slice(
+                max(0, int((a - m + 1) / 2 * size)), min(size, int((b + m + 1) / 2 * size) + 1)
+            )
 
         self.cols, self.rows = sl(x0, x1), sl(y0, y1)
 
@@ -59,7 +61,7 @@ class Window:
         return full
 
 
-def windows(size: int) -> dict[str, "Window"]:
+def windows(size: int) -> dict[str, Window]:
     return {
         "eyes": Window(size, -0.66, 0.66, -0.62, 0.1),
         "nose": Window(size, -0.3, 0.3, -0.3, 0.4),
@@ -118,7 +120,9 @@ def relief(x, y, f, hair, albedo_hairline, px):
     nose_prof = (0.22 + 0.78 * tt * tt * (3 - 2 * tt)) * below * soft(yn - bridge + 0.02, 0.02)
     sig = 0.03 + 0.035 * tt
     nose = col(f, "nose_h") * nose_prof * torch.exp(-((xn / sig) ** 2))
-    nose = nose + 0.05 * gauss(xn.abs(), yn, 0.7 * col(f, "nose_w"), tip + 0.035, 0.045, 0.035)  # alae
+    nose = nose + 0.05 * gauss(
+        xn.abs(), yn, 0.7 * col(f, "nose_w"), tip + 0.035, 0.045, 0.035
+    )  # alae
     k.add_(r, nose)
     k = win["eyes"]
     xe, ye = k(x), k(y)
@@ -134,7 +138,9 @@ def relief(x, y, f, hair, albedo_hairline, px):
     low = low + 0.05 * gauss(xl, yl, 0, my - 0.03, 0.25, 0.2)  # muzzle
     low = low + 0.022 * gauss(xl, yl, 0, my - col(f, "lip_u") * 0.5, 0.9 * mw, 0.03)
     low = low + 0.028 * gauss(xl, yl, 0, my + col(f, "lip_l") * 0.5, 0.75 * mw, 0.035)
-    low = low - 0.015 * gauss(xl, yl, 0, my + col(f, "lip_l") + 0.035, 0.14, 0.025)  # crease under the lip
+    low = low - 0.015 * gauss(
+        xl, yl, 0, my + col(f, "lip_l") + 0.035, 0.14, 0.025
+    )  # crease under the lip
     low = low + col(f, "chin") * gauss(xl, yl, 0, chin - 0.1, 0.13, 0.08)
     k.add_(r, low)
 
@@ -146,11 +152,18 @@ def relief(x, y, f, hair, albedo_hairline, px):
     neck = soft(NECK_W - ax, px) * soft(y - 0.2, px)
     r_face = r + 0.02 * hair_over
     big = -1.0
-    r_all = torch.maximum(torch.where(face > 0.5, r_face, torch.full_like(r, big)), torch.where(hair_out > 0.5, hair_r, torch.full_like(r, big)))
+    r_all = torch.maximum(
+        torch.where(face > 0.5, r_face, torch.full_like(r, big)),
+        torch.where(hair_out > 0.5, hair_r, torch.full_like(r, big)),
+    )
     r_all = torch.maximum(r_all, torch.where(neck > 0.5, neck_r, torch.full_like(r, big)))
     mask = torch.maximum(torch.maximum(face, hair_out), neck)
     r_all = torch.where(r_all <= big, torch.zeros_like(r_all), r_all)
-    return r_all, mask, {"face": face, "hair_out": hair_out, "hair_over": hair_over, "neck": neck * (1 - face)}
+    return (
+        r_all,
+        mask,
+        {"face": face, "hair_out": hair_out, "hair_over": hair_over, "neck": neck * (1 - face)},
+    )
 
 
 def to_depth(r: torch.Tensor, fov_deg: float) -> torch.Tensor:

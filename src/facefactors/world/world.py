@@ -30,7 +30,17 @@ from facefactors.world.seeding import Draws
 AGE_CLASSES = ("young", "middle", "old")
 GENDER_CLASSES = ("female", "male")
 CAMERA_CLASSES = ("rgb", "nir")
-FACTOR_STREAMS = ("identity", "expression", "lighting", "pose", "camera", "background", "hair", "eyeglasses", "noise")
+FACTOR_STREAMS = (
+    "identity",
+    "expression",
+    "lighting",
+    "pose",
+    "camera",
+    "background",
+    "hair",
+    "eyeglasses",
+    "noise",
+)
 
 
 @dataclass
@@ -53,16 +63,25 @@ class FaceWorld:
         self.config = config or WorldConfig()
 
     # --- description ---------------------------------------------------------------------
-    def describe(self, split: str = "train", num_identities: int | None = None, name: str | None = None) -> DatasetDescription:
+    def describe(
+        self, split: str = "train", num_identities: int | None = None, name: str | None = None
+    ) -> DatasetDescription:
         """All factors of the world; the identity classes are the first ``num_identities`` of ``split``."""
         cfg = self.config
         n = cfg.split_sizes()[split] if num_identities is None else int(num_identities)
         off = cfg.split_offset(split)
         buckets = tuple(f"{b:g}" for b in cfg.yaw_buckets)
         factors = (
-            Factor("identity", "categorical", tuple(str(off + i) for i in range(max(n, 2))), description="global identity id"),
+            Factor(
+                "identity",
+                "categorical",
+                tuple(str(off + i) for i in range(max(n, 2))),
+                description="global identity id",
+            ),
             Factor("expression", "categorical", expr.EXPRESSIONS),
-            Factor("lighting", "categorical", lighting.LIGHT_NAMES, description="20 light directions"),
+            Factor(
+                "lighting", "categorical", lighting.LIGHT_NAMES, description="20 light directions"
+            ),
             Factor("pose", "categorical", buckets, description="yaw bucket, degrees"),
             Factor("camera", "categorical", CAMERA_CLASSES, group="others"),
             Factor("age", "categorical", AGE_CLASSES, group="identity"),
@@ -98,7 +117,12 @@ class FaceWorld:
         if identities is None:
             local = Draws(cfg.seed, f"{split}/identity", idx.numpy(), 1).choice(n_id)[:, 0]
         else:
-            local = torch.as_tensor(identities, dtype=torch.long).reshape(-1).expand(idx.shape[0]).clone()
+            local = (
+                torch.as_tensor(identities, dtype=torch.long)
+                .reshape(-1)
+                .expand(idx.shape[0])
+                .clone()
+            )
         glob = local + cfg.split_offset(split)
         ident = self.identity(glob)
         fields = {"sample_index": idx, "identity": glob, "identity_label": local}
@@ -107,14 +131,20 @@ class FaceWorld:
             fields.update(self.draw_factor(factor, split, idx, ident=ident))
         return FaceParams(**fields)
 
-    def draw_factor(self, factor: str, split: str, stream_index, klass=None, ident: IdentityParams | None = None) -> dict:
+    def draw_factor(
+        self, factor: str, split: str, stream_index, klass=None, ident: IdentityParams | None = None
+    ) -> dict:
         """Fields of one factor drawn from its stream at ``stream_index`` (B,); ``klass`` (B,) forces its class."""
         cfg = self.config
         idx = torch.as_tensor(stream_index, dtype=torch.long).reshape(-1)
         d = Draws(cfg.seed, f"{split}/{factor}", idx.numpy(), 32)
         b = idx.shape[0]
         if factor == "expression":
-            k = d.choice(len(expr.EXPRESSIONS))[:, 0] if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b)
+            k = (
+                d.choice(len(expr.EXPRESSIONS))[:, 0]
+                if klass is None
+                else torch.as_tensor(klass).long().reshape(-1).expand(b)
+            )
             lo, hi = cfg.intensity_range
             inten = (lo + (hi - lo) * d.u(1)[:, 0]) * (k != 0).float()
             proto = expr.prototypes()[k]  # (B, E)
@@ -122,31 +152,51 @@ class FaceWorld:
             w = (proto * inten[:, None] + jitter * inten[:, None]).clamp(0, 1.2)
             return {"expression_weights": w, "expression": k.clone(), "expression_intensity": inten}
         if factor == "lighting":
-            light, k = lighting.sample_light(d.u(5), None if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b))
+            light, k = lighting.sample_light(
+                d.u(5),
+                None if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b),
+            )
             return {"light": light, "light_class": k.clone(), "sh": lighting.light_to_sh(light)}
         if factor == "pose":
             nb = len(cfg.yaw_buckets)
-            k = d.choice(nb)[:, 0] if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b)
+            k = (
+                d.choice(nb)[:, 0]
+                if klass is None
+                else torch.as_tensor(klass).long().reshape(-1).expand(b)
+            )
             u = d.u(3)
-            yaw = torch.tensor(cfg.yaw_buckets, dtype=torch.float32)[k] + (2 * u[:, 0] - 1) * cfg.yaw_jitter
+            yaw = (
+                torch.tensor(cfg.yaw_buckets, dtype=torch.float32)[k]
+                + (2 * u[:, 0] - 1) * cfg.yaw_jitter
+            )
             pitch = (2 * u[:, 1] - 1) * cfg.pitch_range
             roll = (2 * u[:, 2] - 1) * cfg.roll_range
             return {"pose": torch.stack([yaw, pitch, roll], -1), "pose_bucket": k.clone()}
         if factor == "camera":
-            k = (d.u(1)[:, 0] < cfg.nir_probability).long() if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
+            k = (
+                (d.u(1)[:, 0] < cfg.nir_probability).long()
+                if klass is None
+                else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
+            )
             return {"camera": k}
         if factor == "background":
             return {"background": imaging.sample_background(d.u(10))}
         if factor == "hair":
             if ident is None:
-                raise ValueError("draw_factor('hair') needs the identity (hair style varies around the person's own)")
+                raise ValueError(
+                    "draw_factor('hair') needs the identity (hair style varies around the person's own)"
+                )
             u = d.u(4)
             vol = (ident.albedo[:, A["hair_volume"]] + 0.3 * (u[:, 0] - 0.5)).clamp(0, 1)
             length = (ident.albedo[:, A["hair_length"]] + 0.3 * (u[:, 1] - 0.5)).clamp(0, 1)
             fringe = u[:, 2] * (u[:, 2] > 0.6).float()
             return {"hair": torch.stack([vol, length, fringe, u[:, 3]], -1)}
         if factor == "eyeglasses":
-            k = (d.u(1)[:, 0] < cfg.eyeglasses_probability).long() if klass is None else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
+            k = (
+                (d.u(1)[:, 0] < cfg.eyeglasses_probability).long()
+                if klass is None
+                else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
+            )
             return {"eyeglasses": k, "glasses_style": d.u(3)}
         if factor == "noise":
             u = d.u(3)
@@ -155,8 +205,16 @@ class FaceWorld:
             return {"noise": torch.stack([std, sig], -1), "noise_seed": (u[:, 2] * 2**31).long()}
         raise ValueError(f"unknown factor stream {factor!r}; one of {list(FACTOR_STREAMS)}")
 
-    def sample(self, indices, split: str = "train", image_size: int | None = None, ground_truth: bool = False) -> WorldBatch:
-        return self.render(self.sample_params(indices, split), image_size=image_size, ground_truth=ground_truth)
+    def sample(
+        self,
+        indices,
+        split: str = "train",
+        image_size: int | None = None,
+        ground_truth: bool = False,
+    ) -> WorldBatch:
+        return self.render(
+            self.sample_params(indices, split), image_size=image_size, ground_truth=ground_truth
+        )
 
     # --- rendering ---------------------------------------------------------------------
     def canonical(self, p: FaceParams, size: int):
@@ -164,7 +222,9 @@ class FaceWorld:
         from facefactors.render.camera import image_grid
 
         b = len(p)
-        grid = image_grid(size, size).reshape(1, size * size, 2).expand(b, -1, -1)  # expressed points p
+        grid = (
+            image_grid(size, size).reshape(1, size * size, 2).expand(b, -1, -1)
+        )  # expressed points p
         f = features(p.shape)
         w = p.expression_weights
         n, gap, m = expr.backward_points(grid, w, f, grid_size=size)
@@ -175,14 +235,19 @@ class FaceWorld:
         r, mask, regions = surface.relief(x, y, f, p.hair, p.albedo[:, A["hairline"]], px)
         mx, my_ = m[..., 0], m[..., 1]
         smile = w[:, expr.W["smile"]][:, None, None]
-        r = r + 0.035 * smile * surface.gauss(mx.abs(), my_, 0.30, 0.15, 0.12, 0.1) * regions["face"]
+        r = (
+            r
+            + 0.035 * smile * surface.gauss(mx.abs(), my_, 0.30, 0.15, 0.12, 0.1) * regions["face"]
+        )
         r = r - 0.06 * gap * regions["face"]
         alb = albedo_mod.paint(x, y, px, f, p, regions, gap, m)
         gx, gy = grid[..., 0].reshape(b, size, size), grid[..., 1].reshape(b, size, size)
         alb = albedo_mod.paint_eyeglasses(alb, gx, gy, f, p.eyeglasses, p.glasses_style, px)
         return surface.to_depth(r, self.config.fov_deg), alb, mask[:, None], f
 
-    def render(self, params: FaceParams, image_size: int | None = None, ground_truth: bool = False) -> WorldBatch:
+    def render(
+        self, params: FaceParams, image_size: int | None = None, ground_truth: bool = False
+    ) -> WorldBatch:
         """Images (B, 3, H, W) in [0, 1] and labels of ``params``; with ``ground_truth`` also the
         landmarks (B, 68, 2) and canonical depth/albedo/normal/mask."""
         from facefactors.render.rasterize import rasterize_height_field
@@ -196,15 +261,24 @@ class FaceWorld:
         normal = depth_to_normal(depth, cfg.fov_deg)
         shaded = alb * lambertian(normal, p.light)
         view = torch.cat([p.pose, torch.zeros(len(p), 3)], -1)
-        raster = rasterize_height_field(depth, shaded, cmask, view, (size, size), cfg.fov_deg, cfg.supersample)
+        raster = rasterize_height_field(
+            depth, shaded, cmask, view, (size, size), cfg.fov_deg, cfg.supersample
+        )
         img = raster.image + (1 - raster.mask) * imaging.background(p.background, size, size)
         img = imaging.tone(img, p.camera)
         img = imaging.blur(img, p.noise[:, 1] * size / 64)
         img = imaging.add_noise(img, p.noise[:, 0], p.noise_seed).clamp(0, 1)
-        batch = WorldBatch(image=img.contiguous(), labels=self.labels(p), params=p, mask=raster.mask)
+        batch = WorldBatch(
+            image=img.contiguous(), labels=self.labels(p), params=p, mask=raster.mask
+        )
         if ground_truth:
             batch.landmarks = self.landmarks(p, depth, f)
-            batch.depth, batch.albedo, batch.normal, batch.canonical_mask = depth, alb, normal, cmask
+            batch.depth, batch.albedo, batch.normal, batch.canonical_mask = (
+                depth,
+                alb,
+                normal,
+                cmask,
+            )
         return batch
 
     def landmarks(self, p: FaceParams, depth: torch.Tensor, f=None) -> torch.Tensor:
@@ -213,7 +287,9 @@ class FaceWorld:
 
         f = features(p.shape) if f is None else f
         can = expr.forward_points(canonical_landmarks(f), p.expression_weights, f)  # (B, 68, 2)
-        d = F.grid_sample(depth, can[:, :, None, :], mode="bilinear", padding_mode="border", align_corners=False)[:, 0, :, 0]
+        d = F.grid_sample(
+            depth, can[:, :, None, :], mode="bilinear", padding_mode="border", align_corners=False
+        )[:, 0, :, 0]
         import math
 
         t = math.tan(math.radians(self.config.fov_deg) / 2)
