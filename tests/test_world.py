@@ -275,3 +275,25 @@ def test_params_batch_helpers(world):
     assert all(torch.equal(v, getattr(p, k)) for k, v in c.as_dict().items())
     r = p.replace(camera=torch.ones(6, dtype=torch.long))
     assert bool((r.camera == 1).all()) and torch.equal(r.pose, p.pose)
+
+
+def test_expression_flow_maps_carry_landmarks(world):
+    """The image-space flow from a to b, read at a's landmarks, lands on b's landmarks; the
+    canonical flow is zero where both expressions leave the face alone (the forehead top)."""
+    w = FaceWorld(dataclasses.replace(world.config, image_size=64))
+    a = w.sample_params(range(6)).replace(eyeglasses=torch.zeros(6, dtype=torch.long))
+    b = samplers.intervene(w, a, "expression", np.random.default_rng(3))
+    la = w.render(a, ground_truth=True).landmarks
+    lb = w.render(b, ground_truth=True).landmarks
+    flow, mask = w.expression_flow(a, b)
+    assert flow.shape == (6, 2, 64, 64) and mask.shape == (6, 1, 64, 64)
+    pts = [*range(17, 27), *range(36, 48), 48, 54]  # brows, eyes, mouth corners: inside the face
+    at = torch.nn.functional.grid_sample(flow, la[:, pts, None, :], align_corners=False)[
+        ..., 0
+    ]  # (B, 2, P)
+    err = (la[:, pts] + at.permute(0, 2, 1) - lb[:, pts]).norm(dim=-1)
+    assert float(err.median()) < 2 * 2 / 64  # within two pixels
+    cflow, cmask = w.expression_flow(a, b, space="canonical")
+    assert cflow.shape == (6, 2, 64, 64) and float(cflow[:, :, 2].abs().max()) < 1e-3
+    with pytest.raises(ValueError):
+        w.expression_flow(a, samplers.intervene(w, a, "identity", np.random.default_rng(0)))

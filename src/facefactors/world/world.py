@@ -12,6 +12,7 @@ background, camera tone curve, blur and noise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -281,21 +282,79 @@ class FaceWorld:
             )
         return batch
 
-    def landmarks(self, p: FaceParams, depth: torch.Tensor, f=None) -> torch.Tensor:
-        """Image-space landmarks (B, 68, 2): canonical -> expression flow -> surface depth -> posed -> projected."""
-        from facefactors.render.camera import project, transform_points, unproject  # noqa: F401
+    def _project_canonical(
+        self, p: FaceParams, points: torch.Tensor, depth: torch.Tensor
+    ) -> torch.Tensor:
+        """Canonical points (B, N, 2) on the surface ``depth`` (B, 1, S, S) -> posed image coordinates (B, N, 2)."""
+        from facefactors.render.camera import project, transform_points
 
-        f = features(p.shape) if f is None else f
-        can = expr.forward_points(canonical_landmarks(f), p.expression_weights, f)  # (B, 68, 2)
         d = F.grid_sample(
-            depth, can[:, :, None, :], mode="bilinear", padding_mode="border", align_corners=False
-        )[:, 0, :, 0]
-        import math
-
+            depth,
+            points[:, :, None, :],
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
+        d = d[:, 0, :, 0]  # (B, N) surface depth under each point
         t = math.tan(math.radians(self.config.fov_deg) / 2)
-        pts = torch.stack([can[..., 0] * t * d, can[..., 1] * t * d, d], -1)  # (B, 68, 3)
+        pts = torch.stack(
+            [points[..., 0] * t * d, points[..., 1] * t * d, d], -1
+        )  # (B, N, 3), d K^-1 (u, v, 1)
         view = torch.cat([p.pose, torch.zeros(len(p), 3)], -1)
         return project(transform_points(pts, view), self.config.fov_deg)
+
+    def landmarks(self, p: FaceParams, depth: torch.Tensor, f=None) -> torch.Tensor:
+        """Image-space landmarks (B, 68, 2): canonical -> expression flow -> surface depth -> posed -> projected."""
+        f = features(p.shape) if f is None else f
+        can = expr.forward_points(canonical_landmarks(f), p.expression_weights, f)  # (B, 68, 2)
+        return self._project_canonical(p, can, depth)
+
+    def expression_flow(
+        self, a: FaceParams, b: FaceParams, image_size: int | None = None, space: str = "image"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground-truth 2-D flow from expression ``a`` to expression ``b`` of the same faces.
+
+        ``space="canonical"``: (B, 2, S, S) displacement of every canonical point of a (its
+        expressed position in b minus its position in a), mask = a's canonical mask.
+        ``space="image"``: (B, 2, H, W) displacement of every pixel of a's render to where the
+        same surface point is drawn in b's render (b's pose may differ), mask = a's coverage.
+        Coordinates are normalised image units ([-1, 1], x right, y down).
+        """
+        if not torch.equal(a.identity, b.identity):
+            raise ValueError("expression_flow: a and b must show the same identities (row by row)")
+        if space not in ("image", "canonical"):
+            raise ValueError(f"space must be 'image' or 'canonical', got {space!r}")
+        from facefactors.render.camera import image_grid
+        from facefactors.render.rasterize import rasterize_height_field
+
+        size = int(image_size or self.config.image_size)
+        csize = max(size, int(self.config.canonical_size or size))
+        n = len(a)
+        depth_a, _, mask_a, f = self.canonical(a, csize)
+        if space == "canonical":
+            pts = image_grid(csize, csize).reshape(1, -1, 2).expand(n, -1, -1)
+            flow = expr.canonical_flow(pts, a.expression_weights, b.expression_weights, f)
+            return flow.reshape(n, csize, csize, 2).permute(0, 3, 1, 2), mask_a
+        depth_b, _, _, _ = self.canonical(b, csize)
+        view = torch.cat([a.pose, torch.zeros(n, 3)], -1)
+        raster = rasterize_height_field(
+            depth_a,
+            mask_a,
+            mask_a,
+            view,
+            (size, size),
+            self.config.fov_deg,
+            self.config.supersample,
+        )
+        uv = raster.canonical_uv.permute(0, 2, 3, 1).reshape(
+            n, -1, 2
+        )  # (B, H*W, 2) canonical point per pixel
+        moved = uv + expr.canonical_flow(uv, a.expression_weights, b.expression_weights, f)
+        target = self._project_canonical(b, moved, depth_b)  # (B, H*W, 2)
+        pixels = image_grid(size, size).reshape(1, -1, 2)
+        on = (raster.mask > 0.5).reshape(n, -1, 1)
+        flow = torch.where(on, target - pixels, torch.zeros_like(target))
+        return flow.reshape(n, size, size, 2).permute(0, 3, 1, 2), raster.mask
 
     def labels(self, p: FaceParams) -> dict[str, torch.Tensor]:
         age_cls = (p.age_value * 3).long().clamp(0, 2)
