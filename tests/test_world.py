@@ -294,6 +294,7 @@ def test_expression_flow_maps_carry_landmarks(world):
     err = (la[:, pts] + at.permute(0, 2, 1) - lb[:, pts]).norm(dim=-1)
     assert float(err.median()) < 2 * 2 / 64  # within two pixels
     cflow, cmask = w.expression_flow(a, b, space="canonical")
+    assert cmask.shape == (6, 1, 64, 64)
     assert cflow.shape == (6, 2, 64, 64) and float(cflow[:, :, 2].abs().max()) < 1e-3
     with pytest.raises(ValueError):
         w.expression_flow(a, samplers.intervene(w, a, "identity", np.random.default_rng(0)))
