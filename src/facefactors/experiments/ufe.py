@@ -115,7 +115,7 @@ def true_composite(world, params_a, params_b, take: list[str]):
     return world.render(params_a.replace(**fields)).image
 
 
-def test_params(world, data: FaceTensorSet, idx: torch.Tensor):
+def sample_params_of(world, data: FaceTensorSet, idx: torch.Tensor):
     return world.sample_params(data.index[idx], data.split, identities=data.labels["identity"][idx])
 
 
@@ -130,7 +130,7 @@ def composites_eval(model: UFE, test: FaceTensorSet, cfg: UFETrainConfig, out: P
     ia = torch.randint(0, len(test), (n_pairs,), generator=g)
     ib = torch.randint(0, len(test), (n_pairs,), generator=g)
     a, b = test.batch(ia)["image"], test.batch(ib)["image"]
-    pa, pb = test_params(world, test, ia), test_params(world, test, ib)
+    pa, pb = sample_params_of(world, test, ia), sample_params_of(world, test, ib)
     rec = reconstruct(model, a)
     result = {"reconstruction": composite_error(rec, a)}
     for t in [s for s in SWAPPABLE if s in model.feature_names]:

@@ -1,0 +1,58 @@
+"""UFE on the face world: world-A sets, true composites, the shared features.npz format."""
+
+import numpy as np
+import torch
+
+from facefactors.experiments.ufe import sample_params_of, true_composite
+from facefactors.experiments.ufe_eval import encode_set, write_features
+from facefactors.train.ufe_data import render_world_set, world_a_config
+from test_ufe_losses import tiny_model
+
+
+def small_set(split="test", n=2, m=3, offset=0, cache=""):
+    cfg = world_a_config(seed=3, image_size=32, yaw_domains=[0.0, 30.0], nir_probability=0.5)
+    return cfg, render_world_set(cfg, split, n, m, cache=cache, progress=False, identity_offset=offset)
+
+
+def test_world_a_set_layout_and_cache(tmp_path):
+    cfg, data = small_set(cache=tmp_path)
+    assert data.images.shape == (6, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.labels["identity"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert set(data.labels["pose"].tolist()) <= {0, 1}  # the two yaw domains are the pose classes
+    assert data.description["pose"].class_names == ("0", "30")
+    again = render_world_set(cfg, "test", 2, 3, cache=tmp_path, progress=False)  # from the cache
+    assert torch.equal(again.images, data.images) and torch.equal(again.labels["lighting"], data.labels["lighting"])
+    _, other = small_set(offset=2)
+    assert other.labels["identity"].tolist() == [2, 2, 2, 3, 3, 3]  # other people
+    restricted = data.restrict(["expression"])
+    assert (restricted.labels["identity"] == -1).all() and torch.equal(restricted.labels["expression"], data.labels["expression"])
+    assert np.isnan(restricted.labels["yaw"].numpy()).all()
+
+
+def test_true_composite_takes_exactly_the_chosen_factor():
+    from facefactors.world.world import FaceWorld
+
+    cfg, data = small_set()
+    world = FaceWorld(cfg)
+    ia, ib = torch.tensor([0, 1]), torch.tensor([3, 4])
+    pa, pb = sample_params_of(world, data, ia), sample_params_of(world, data, ib)
+    # Regenerated parameters render the stored images (the set is a pure function of its index).
+    assert (world.render(pa).image * 255 - data.images[ia].float()).abs().max() <= 1.0
+    assert torch.allclose(true_composite(world, pa, pb, []), world.render(pa).image)
+    lab = world.labels(pa.replace(**{f: getattr(pb, f) for f in ("light", "light_class", "sh")}))
+    img = true_composite(world, pa, pb, ["lighting"])
+    assert not torch.allclose(img, world.render(pa).image)
+    assert torch.equal(lab["lighting"], data.labels["lighting"][ib]) and torch.equal(lab["identity"], data.labels["identity"][ia])
+
+
+def test_features_file_is_readable_by_the_metrics_loader(tmp_path):
+    from facefactors.metrics.features import load_features
+
+    _, data = small_set()
+    model = tiny_model()  # toy description (identity/expression), 32x32
+    feats = encode_set(model, data)
+    assert set(feats) == {"identity", "expression", "others"} and feats["identity"].shape == (6, 8)
+    write_features(tmp_path / "features.npz", feats, data)
+    fs = load_features(tmp_path / "features.npz")
+    assert set(fs.features) == set(feats)
+    assert np.array_equal(fs.labels["identity"], data.labels["identity"].numpy())
