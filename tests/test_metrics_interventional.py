@@ -10,7 +10,12 @@ import pytest
 import reference_dlib as ref
 from facefactors.metrics import beta_vae_score, factor_vae_score, generate_codes
 from facefactors.metrics.correlation import projection_correlation
-from facefactors.metrics.disco import direction_consistency, disentanglement_score, ds_from_sampler, w_direction_consistency
+from facefactors.metrics.disco import (
+    direction_consistency,
+    disentanglement_score,
+    ds_from_sampler,
+    w_direction_consistency,
+)
 from facefactors.utils.errors import UserError
 
 
@@ -53,7 +58,7 @@ def test_beta_vae_and_factor_vae_match_reference_transliteration():
     theirs = ref.beta_vae(w, w.entangled, np.random.default_rng(3), 16, 150, 60)
     assert abs(ours["train_accuracy"] - theirs[0]) < 1e-6 and abs(ours["eval_accuracy"] - theirs[1]) < 1e-6
     # a collapsed 4th code exercises pruning, where the reference's vote indexing differs from ours
-    rep = lambda o: np.concatenate([w.entangled(o), np.zeros((len(o), 1)) + 1e-3 * o.reshape(len(o), -1)[:, :1]], 1)  # noqa: E731
+    rep = lambda o: np.concatenate([w.entangled(o), np.zeros((len(o), 1)) + 1e-3 * o.reshape(len(o), -1)[:, :1]], 1)
     ours = factor_vae_score(w, rep, rng=np.random.default_rng(4), batch_size=16, num_train=120, num_eval=60, num_variance_estimate=256)
     theirs = ref.factor_vae(w, rep, np.random.default_rng(4), 16, 120, 60, 256)
     assert ours["num_active_dims"] == 3
@@ -65,7 +70,7 @@ def test_interventional_extremes():
     kw = dict(batch_size=32, num_train=200, num_eval=100)
     good = factor_vae_score(w, w.disentangled, rng=0, num_variance_estimate=500, **kw)
     assert good["eval_accuracy"] > 0.95
-    noise = lambda o: np.random.default_rng(int(o.sum() * 1e3) % 2**32).normal(size=(len(o), 3))  # noqa: E731
+    noise = lambda o: np.random.default_rng(int(o.sum() * 1e3) % 2**32).normal(size=(len(o), 3))
     bad = factor_vae_score(w, noise, rng=0, num_variance_estimate=500, **kw)
     assert bad["eval_accuracy"] < 0.6
     assert beta_vae_score(w, w.disentangled, rng=0, **kw)["eval_accuracy"] > 0.95
@@ -138,10 +143,10 @@ def test_direction_consistency_hand_cases():
 
 def test_w_direction_consistency_linear_vs_nonlinear_map():
     names = ["id", "exp"]
-    sample = lambda n, rng: {k: rng.normal(size=(n, 3)) for k in names}  # noqa: E731
+    sample = lambda n, rng: {k: rng.normal(size=(n, 3)) for k in names}
     a = np.random.default_rng(1).normal(size=(6, 8))
-    linear = lambda lat: np.concatenate([lat["id"], lat["exp"]], 1) @ a  # noqa: E731
-    tangled = lambda lat: np.tanh(3 * np.concatenate([lat["id"], lat["exp"]], 1) @ a)  # noqa: E731
+    linear = lambda lat: np.concatenate([lat["id"], lat["exp"]], 1) @ a
+    tangled = lambda lat: np.tanh(3 * np.concatenate([lat["id"], lat["exp"]], 1) @ a)
     for mode in ("fixed_endpoints", "fixed_offset"):
         lin = w_direction_consistency(sample, linear, "exp", mode=mode, num_pairs=10, num_others=20)
         assert lin["mean"] == pytest.approx(1.0, abs=1e-9) and lin["std"] < 1e-9

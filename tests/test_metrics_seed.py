@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from facefactors.metrics import embed_2d, feature_distances, image_quality, linear_probe, silhouette_matrix, verification_10fold, weak_classifier_matrix
+from facefactors.metrics import (
+    embed_2d,
+    feature_distances,
+    image_quality,
+    linear_probe,
+    silhouette_matrix,
+    verification_10fold,
+    weak_classifier_matrix,
+)
 from facefactors.metrics.image_quality import frechet_from_stats
 from facefactors.metrics.probing import best_threshold
 from facefactors.metrics.subspace import chance_levels

@@ -18,26 +18,50 @@ from facefactors.metrics import probing as _probing  # noqa: F401
 from facefactors.metrics import sap as _sap  # noqa: F401
 from facefactors.metrics import subspace as _subspace  # noqa: F401
 from facefactors.metrics import unsupervised as _unsupervised  # noqa: F401
+from facefactors.metrics.correlation import projection_correlation
 from facefactors.metrics.dci import dci
+from facefactors.metrics.disco import (
+    disentanglement_score,
+    ds_from_sampler,
+    w_direction_consistency,
+)
+from facefactors.metrics.embedding import embed_2d
+from facefactors.metrics.image_quality import feature_distances, image_quality
 from facefactors.metrics.interventional import beta_vae_score, factor_vae_score
 from facefactors.metrics.irs import irs
 from facefactors.metrics.mig import mig
 from facefactors.metrics.modularity import explicitness, modularity
+from facefactors.metrics.probing import linear_probe, verification_10fold
 from facefactors.metrics.registry import available, get_metric, register
 from facefactors.metrics.sampler import GroundTruthSampler, generate_codes
 from facefactors.metrics.sap import sap
 from facefactors.metrics.subspace import silhouette_matrix, weak_classifier_matrix
-from facefactors.metrics.probing import linear_probe, verification_10fold
-from facefactors.metrics.image_quality import feature_distances, image_quality
-from facefactors.metrics.embedding import embed_2d
-from facefactors.metrics.disco import disentanglement_score, ds_from_sampler, w_direction_consistency
-from facefactors.metrics.correlation import projection_correlation
 from facefactors.metrics.unsupervised import total_correlation
 
 __all__ = [
-    "available", "get_metric", "register", "GroundTruthSampler", "generate_codes",
-    "mig", "dci", "sap", "modularity", "explicitness", "irs", "total_correlation",
-    "beta_vae_score", "factor_vae_score", "weak_classifier_matrix", "silhouette_matrix", "embed_2d",
-    "linear_probe", "verification_10fold", "image_quality", "feature_distances",
-    "disentanglement_score", "ds_from_sampler", "w_direction_consistency", "projection_correlation",
+    "GroundTruthSampler",
+    "available",
+    "beta_vae_score",
+    "dci",
+    "disentanglement_score",
+    "ds_from_sampler",
+    "embed_2d",
+    "explicitness",
+    "factor_vae_score",
+    "feature_distances",
+    "generate_codes",
+    "get_metric",
+    "image_quality",
+    "irs",
+    "linear_probe",
+    "mig",
+    "modularity",
+    "projection_correlation",
+    "register",
+    "sap",
+    "silhouette_matrix",
+    "total_correlation",
+    "verification_10fold",
+    "w_direction_consistency",
+    "weak_classifier_matrix",
 ]

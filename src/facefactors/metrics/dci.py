@@ -17,7 +17,10 @@ Estimators (``estimator=``):
   boosting settings (100 iterations, learning rate 0.1, depth-3 trees, no early stopping); the
   importance of a code is its total split gain over all trees, normalised to sum 1 -- the
   gain-based importance of the same model family (features binned into 255 quantiles).
-  About 40x faster than the reference on 10,000 points (bench/metrics.py).
+  About 40x faster than the reference on 10,000 points with a 20-class factor (3 s vs 143 s per
+  factor, 2 loaded cores). Measured agreement with ``"gbt"`` (3,000 points, 10 codes, factors of
+  6/5/2/10 classes): disentanglement 0.742 vs 0.723, completeness 0.749 vs 0.739,
+  informativeness 0.889 vs 0.882; on entangled codes 0.295 vs 0.280, 0.361 vs 0.350.
 * ``"gbt"`` (exact reference): sklearn ``GradientBoostingClassifier()`` with default settings and
   ``feature_importances_`` (mean impurity decrease), as disentanglement_lib; ~2 min per
   20-class factor on 10,000 points on our 2-core machine.

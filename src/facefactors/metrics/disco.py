@@ -22,7 +22,7 @@ direction scores ~0; ``include_self=True`` reproduces the paper's average.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -34,9 +34,8 @@ def check_codes_factors(codes: np.ndarray, factors: np.ndarray, where: str = "co
     codes = codes.astype(np.float64)
     if not np.all(np.isfinite(codes)):
         raise DataError(f"{where}: codes contain NaN/inf; fix the model output or drop those rows")
-    if not np.issubdtype(factors.dtype, np.integer):
-        if not np.all(np.isfinite(factors)) or np.any(factors != np.round(factors)):
-            raise DataError(f"{where}: factors must be discrete integer class indices; discretise continuous factors first")
+    if not np.issubdtype(factors.dtype, np.integer) and (not np.all(np.isfinite(factors)) or np.any(factors != np.round(factors))):
+        raise DataError(f"{where}: factors must be discrete integer class indices; discretise continuous factors first")
     factors = factors.astype(np.int64)
     if np.any(factors < 0):
         raise DataError(f"{where}: factors contain missing labels (-1); drop those rows before computing the metric")
@@ -106,7 +105,7 @@ def split_train_test(n: int, num_train: int, num_test: int, seed: int) -> tuple[
     two are scaled down in the same 2:1 proportion.
     """
     if num_train + num_test > n:
-        num_train = int(round(n * num_train / (num_train + num_test)))
+        num_train = round(n * num_train / (num_train + num_test))
         num_test = n - num_train
     if num_train < 2 or num_test < 1:
         raise DataError(f"only {n} samples: too few to split into train/test; pass more samples")

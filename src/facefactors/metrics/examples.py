@@ -22,7 +22,7 @@ from facefactors.metrics.suite import STANDARD, standard_suite
 def report_codes(codes: np.ndarray, factors: np.ndarray, factor_names: list[str], out_dir: str | Path, title: str = "codes vs factors", data_info: dict | None = None, seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
     """Standard suite on codes (N, D) / factors (N, K) and the report in ``out_dir``; -> (result, paths)."""
     std = standard_suite(codes, factors, factor_names, STANDARD, seed=seed, progress=progress)
-    result = {"num_samples": int(len(codes)), "standard": std}
+    result = {"num_samples": len(codes), "standard": std}
     info = {"codes": list(np.shape(codes)), "factors": factor_names, **(data_info or {})}
     return result, write_report(result, out_dir, title=title, data_info=info)
 

@@ -99,7 +99,6 @@ def save_features(path: str | Path, features: dict[str, np.ndarray], labels: dic
     if description is not None:
         arrays["description"] = np.array(json.dumps(description.to_dict()))
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path

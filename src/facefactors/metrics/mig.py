@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from facefactors.metrics.discrete import NUM_BINS, check_codes_factors, factor_entropies, histogram_discretize, mutual_info_matrix
+from facefactors.metrics.discrete import (
+    NUM_BINS,
+    check_codes_factors,
+    factor_entropies,
+    histogram_discretize,
+    mutual_info_matrix,
+)
 from facefactors.metrics.registry import register
 from facefactors.utils.errors import DataError
 

@@ -22,7 +22,13 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from facefactors.metrics.discrete import NUM_BINS, check_codes_factors, histogram_discretize, mutual_info_matrix, split_train_test
+from facefactors.metrics.discrete import (
+    NUM_BINS,
+    check_codes_factors,
+    histogram_discretize,
+    mutual_info_matrix,
+    split_train_test,
+)
 from facefactors.metrics.registry import register
 
 

@@ -75,8 +75,8 @@ def linear_probe(
         "classes": classes,
         "chance_uniform": uni,
         "chance_majority": maj,
-        "num_train": int(len(y)),
-        "num_test": int(len(test_y)),
+        "num_train": len(y),
+        "num_test": len(test_y),
     }
 
 

@@ -13,8 +13,9 @@ evaluate command, the benchmark and the report look metrics up without importing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 MetricKind = Literal["codes", "sampler", "features", "other"]
 

@@ -168,10 +168,11 @@ def _features_sections(doc: _Doc, fs: dict, labels: dict[str, np.ndarray] | None
         _how(doc, "silhouette")
         doc.fig("silhouette", plots.heatmap(s["silhouette"], [f"{r} feature" for r in s["rows"]], s["cols"], "silhouette score", "label", "feature", vmin=-1, vmax=1, cmap="coolwarm"), "silhouette matrix")
     if fs.get("tsne") and labels is not None:
-        doc.h(2, "t-SNE of the attribute features")
+        method = {"tsne": "t-SNE", "umap": "UMAP"}[next(iter(fs["tsne"].values()))["method"]]
+        doc.h(2, f"{method} of the attribute features")
         _how(doc, "tsne")
         emb = {k: (v["embedding"], v["index"]) for k, v in fs["tsne"].items()}
-        doc.fig("tsne", plots.scatter_grid(emb, labels, "t-SNE"), "t-SNE, rows = features, columns = labels")
+        doc.fig("tsne", plots.scatter_grid(emb, labels, method), f"{method}, rows = features, columns = labels")
     if fs.get("linear_probe"):
         doc.h(2, "Linear probing (LatentFace protocol)")
         _how(doc, "linear_probe")

@@ -12,7 +12,8 @@ and a representation function maps observations (n, C, H, W) -> codes (n, D) num
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

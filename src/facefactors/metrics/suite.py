@@ -7,8 +7,8 @@ turns them into JSON).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def standard_suite(
         "total_correlation": lambda: total_correlation(ctr),
     }
     out: dict = {"factor_names": names, "dropped_factors": dropped, "timings": {}}
-    out["split"] = {"num_train": int(len(tr)), "num_test": int(len(te)), "seed": seed, "num_codes": int(codes.shape[1])}
+    out["split"] = {"num_train": len(tr), "num_test": len(te), "seed": seed, "num_codes": int(codes.shape[1])}
     chance = [np.unique(fte[:, k], return_counts=True)[1] for k in range(factors.shape[1])]
     out["chance"] = {  # of the classifiers behind DCI informativeness, averaged over factors like it
         "uniform": float(np.mean([1.0 / len(np.unique(factors[:, k])) for k in range(factors.shape[1])])),
@@ -107,6 +107,7 @@ def features_suite(
     seed: int = 0,
     tsne_max_samples: int = 1000,
     progress: bool = True,
+    embedding: str = "tsne",
 ) -> dict:
     """UFE-style evaluation of per-attribute features against categorical labels.
 
@@ -134,9 +135,9 @@ def features_suite(
         if "tsne" in metrics:
             t0 = time.perf_counter()
             out["tsne"] = {}
-            for f in features:
-                if len(features[f]) >= 5:
-                    out["tsne"][f] = embed_2d(features[f], max_samples=tsne_max_samples, seed=seed)
+            for f, x in features.items():
+                if len(x) >= 5:
+                    out["tsne"][f] = embed_2d(x, method=embedding, max_samples=tsne_max_samples, seed=seed)
                 step(f"t-SNE of {f}")
             out["timings"]["tsne"] = time.perf_counter() - t0
         if "linear_probe" in metrics and own:
@@ -152,7 +153,15 @@ def features_suite(
     return out
 
 
-def evaluate_feature_set(fs, metrics: list[str] | None = None, seed: int = 0, progress: bool = True, dci_estimator: str = "hist") -> dict:
+def evaluate_feature_set(
+    fs,
+    metrics: list[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    dci_estimator: str = "hist",
+    embedding: str = "tsne",
+    tsne_max_samples: int = 1000,
+) -> dict:
     """Run every applicable metric on a :class:`~facefactors.metrics.features.FeatureSet`.
 
     Per-attribute features -> weak-classifier, silhouette, t-SNE, linear probing; a ``codes``
@@ -171,7 +180,7 @@ def evaluate_feature_set(fs, metrics: list[str] | None = None, seed: int = 0, pr
     attr_features = {k: v for k, v in fs.features.items() if k != "codes"} or dict(fs.features)
     feat_metrics = [m for m in FEATURE_METRICS if wanted is None or m in wanted]
     if feat_metrics:
-        result["features_suite"] = features_suite(attr_features, labels, feat_metrics, groups, seed, progress=progress)
+        result["features_suite"] = features_suite(attr_features, labels, feat_metrics, groups, seed, tsne_max_samples, progress, embedding)
     std_metrics = [m for m in STANDARD if wanted is None or m in wanted]
     if "codes" in fs.features and std_metrics:
         names = list(labels)
