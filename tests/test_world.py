@@ -298,3 +298,33 @@ def test_expression_flow_maps_carry_landmarks(world):
     assert cflow.shape == (6, 2, 64, 64) and float(cflow[:, :, 2].abs().max()) < 1e-3
     with pytest.raises(ValueError):
         w.expression_flow(a, samplers.intervene(w, a, "identity", np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize(
+    "factor",
+    [
+        "identity",
+        "expression",
+        "lighting",
+        "pose",
+        "camera",
+        "background",
+        "hair",
+        "eyeglasses",
+        "gender",
+        "skin_tone",
+    ],
+)
+def test_every_visible_factor_changes_the_image(world, factor):
+    p = world.sample_params(range(6)).replace(noise=torch.zeros(6, 2))
+    q = samplers.intervene(world, p, factor, np.random.default_rng(5))
+    diff = (world.render(p).image - world.render(q).image).abs().flatten(1).mean(1)
+    assert bool((diff > 3e-4).all()), (factor, diff)  # renders are exact: any change is the factor
+
+
+def test_age_is_visible():
+    w = FaceWorld(WorldConfig(seed=2, image_size=32))
+    p = w.sample_params(range(6)).replace(noise=torch.zeros(6, 2))
+    young, old = samplers.set_trait(p, "age_value", 0.1), samplers.set_trait(p, "age_value", 0.9)
+    diff = (w.render(young).image - w.render(old).image).abs().flatten(1).mean(1)
+    assert bool((diff > 2e-3).all())

@@ -86,7 +86,7 @@ def paint(x, y, px, f, p, regions, gap, m):
         )
     )
     out = skin * (tex * (1 - 0.15 * regions["neck"]))[:, None]  # the neck is in shadow
-    old = ((age - 0.45) * 1.8).clamp(0, 1)[:, None, None]
+    old = ((age - 0.3) * 1.6).clamp(0, 1)[:, None, None]  # wrinkles deepen from early middle age on
 
     # around the eyes: darker sockets, lid crease, then the eyes and the brows
     k = win["eyes"]

@@ -76,10 +76,10 @@ def col(f: dict, key: str) -> torch.Tensor:
     return f[key][:, None, None]
 
 
-def hair_regions(x, y, f, hair, albedo_hairline, px):
+def hair_regions(x, y, f, hair, albedo_hairline, px, w=None):
     """Soft masks (B, H, W) of hair outside the face (volume, long hair) and of hair over the face
     (above the hairline, at the temples). ``hair`` (B, 4) = volume, length, fringe, part."""
-    w = jaw_half_width(y, f)
+    w = jaw_half_width(y, f) if w is None else w  # face outline half-width per point
     ax = x.abs()
     vol = (0.03 + 0.09 * hair[:, 0])[:, None, None]
     length = hair[:, 1][:, None, None]
@@ -93,7 +93,12 @@ def hair_regions(x, y, f, hair, albedo_hairline, px):
     outer = soft(cap_w - ax, px) * soft(y - (top - 1.05 - vol), px)
     # over the face: above the hairline (recedes with the hairline coefficient, comes down with a fringe)
     recede = albedo_hairline[:, None, None]
-    hl = ey - 0.44 - 0.22 * recede + 0.14 * fringe + 0.10 * (ax / jaw_w) ** 2
+    # a fringe sweeps toward one side of the parting (hair[:, 3]: where the hair is parted)
+    part = (hair[:, 3] - 0.5)[:, None, None] * 0.6
+    sweep = 0.5 - 0.5 * torch.tanh((x - part) / 0.15) * torch.sign(
+        part + 1e-6
+    )  # toward the wide side
+    hl = ey - 0.44 - 0.22 * recede + 0.14 * fringe * sweep + 0.10 * (ax / jaw_w) ** 2
     over = soft(hl - y, 0.012) + soft(ax - (w - 0.045), px) * soft(ey + 0.02 - y, 0.02)
     return outer, over.clamp(max=1)
 
@@ -145,7 +150,7 @@ def relief(x, y, f, hair, albedo_hairline, px):
     k.add_(r, low)
 
     face = soft(w - ax, px)
-    hair_out, hair_over = hair_regions(x, y, f, hair, albedo_hairline, px)
+    hair_out, hair_over = hair_regions(x, y, f, hair, albedo_hairline, px, w)
     # hair lies on the head; outside the face it stands behind the face's front (frames it)
     hair_r = 0.35 * hd * (1 - (ax / (col(f, "jaw_w") + 0.15)).clamp(0, 1) ** 2)
     neck_r = 0.45 * hd * (1 - (ax / NECK_W).clamp(0, 1) ** 2).sqrt() - 0.05
