@@ -48,12 +48,24 @@ class Raster:
 
 @dataclass
 class Fragments:
-    """Per-pixel winners of the z-buffer (no gradient): which grid triangle each covered pixel sees."""
+    """Per-pixel winners of the z-buffer (no gradient): which grid triangle each covered pixel sees.
 
-    pixel: torch.Tensor  # (P,) flat index b * H * W + y * W + x of every covered pixel
-    batch: torch.Tensor  # (P,) batch index of the pixel
-    face: torch.Tensor  # (P,) index into ``grid_faces(Hc, Wc)`` of the triangle it sees
+    A triangle is named by its cell's top-left vertex ``corner`` (global id ``(b Hc + i) Wc + j``)
+    and ``second`` (0: triangle (a, b, c), 1: triangle (b, d, c); see ``grid_faces``).
+    """
+
+    batch: torch.Tensor  # (P,) batch index of every covered pixel
+    y: torch.Tensor  # (P,) pixel row
+    x: torch.Tensor  # (P,) pixel column
+    corner: torch.Tensor  # (P,) global id of the top-left vertex of the cell of the visible triangle
+    second: torch.Tensor  # (P,) long, 1 for the second triangle of the cell
     size: tuple[int, int, int]  # (B, H, W) of the raster
+
+    @property
+    def pixel(self) -> torch.Tensor:
+        """(P,) flat index ``(b H + y) W + x``."""
+        _, height, width = self.size
+        return (self.batch * height + self.y) * width + self.x
 
 
 def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
@@ -70,22 +82,25 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
 
 
 def _grid_corners(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Values of a (B, Hc, Wc) grid at the three corners of every ``grid_faces`` triangle: 3 x (B, T).
+    """Values of a (B, Hc, Wc, ...) grid at the three corners of every triangle: 3 x (B, 2, Hc-1, Wc-1, ...).
 
     Slicing instead of gathering: the mesh is a regular grid, so no index tensor is needed.
+    Dimension 1 is the triangle of the cell (0: (a, b, c), 1: (b, d, c)).
     """
-    bsz = g.shape[0]
     a, b, c, d = g[:, :-1, :-1], g[:, :-1, 1:], g[:, 1:, :-1], g[:, 1:, 1:]
-    v0 = torch.stack([a, b], 1).reshape(bsz, -1)
-    v1 = torch.stack([b, d], 1).reshape(bsz, -1)
-    v2 = torch.stack([c, c], 1).reshape(bsz, -1)
-    return v0, v1, v2
+    return torch.stack([a, b], 1), torch.stack([b, d], 1), torch.stack([c, c], 1)
 
 
 def to_pixels(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Normalised image coordinates -> pixel units where pixel centre j sits at j (align_corners=False)."""
     scale = xy.new_tensor([width / 2.0, height / 2.0])
     return (xy + 1.0) * scale - 0.5
+
+
+def _bucket_table(device) -> torch.Tensor:
+    """Lookup table box size -> index of the smallest ``_BOX_SIZES`` entry that holds it."""
+    sizes = torch.tensor(_BOX_SIZES, device=device)
+    return torch.searchsorted(sizes, torch.arange(_BOX_SIZES[-1] + 1, device=device))
 
 
 @torch.no_grad()
@@ -98,11 +113,11 @@ def rasterize_grid(
     """Vectorised z-buffer: for each pixel centre, the nearest grid triangle that covers it."""
     bsz, hc, wc, _ = screen.shape
     dev = screen.device
-    v = screen.detach().float()
-    x0, x1, x2 = _grid_corners(v[..., 0])  # (B, T) each
-    y0, y1, y2 = _grid_corners(v[..., 1])
-    z0, z1, z2 = _grid_corners(v[..., 2])
+    v0, v1, v2 = _grid_corners(screen.detach().float())  # (B, 2, Hc-1, Wc-1, 3) each
     m0, m1, m2 = _grid_corners(on)
+    x0, y0, z0 = v0.unbind(-1)
+    x1, y1, z1 = v1.unbind(-1)
+    x2, y2, z2 = v2.unbind(-1)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
     xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
@@ -114,17 +129,22 @@ def rasterize_grid(
     # Bucket triangles by box size so each bucket is one dense (Mb, K) tensor op. A box rounded
     # up past the right/bottom border would wrap into the next row or image: those triangles
     # (few) get an explicit range check. Culled triangles go to bucket 0, which is skipped.
-    nb = len(_BOX_SIZES)
+    nb, big = len(_BOX_SIZES), _BOX_SIZES[-1]
+    lut = _bucket_table(dev)
     sizes = torch.tensor(_BOX_SIZES, device=dev)
-    iw = torch.searchsorted(sizes, (xmax - xmin + 1).clamp(1, _BOX_SIZES[-1]).long())
-    ih = torch.searchsorted(sizes, (ymax - ymin + 1).clamp(1, _BOX_SIZES[-1]).long())
-    fits = (xmin + sizes[iw] <= width) & (ymin + sizes[ih] <= height)
+    iw = torch.take(lut, (xmax - xmin + 1).clamp(1, big).long())
+    ih = torch.take(lut, (ymax - ymin + 1).clamp(1, big).long())
+    fits = (xmin + torch.take(sizes, iw) <= width) & (ymin + torch.take(sizes, ih) <= height)
     bucket = torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0).reshape(-1)
     counts = torch.bincount(bucket, minlength=1 + 2 * nb * nb).tolist()
     # int16 keys make torch's stable sort a cheap radix-style sort (bucket ids < 2 * 23^2 + 1)
-    order = torch.argsort(bucket.to(torch.int16), stable=True)[counts[0]:]  # kept triangles (b * T + t)
-    table = torch.stack([x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin], -1).reshape(-1, 11)
-    x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin = table.index_select(0, order).unbind(1)
+    order = torch.argsort(bucket.to(torch.int16), stable=True)[counts[0]:]  # kept triangles
+    # name each triangle by its cell corner and which of the two it is (low bits of the z-key)
+    corner = torch.arange(bsz * hc * wc, device=dev).reshape(bsz, hc, wc)[:, :-1, :-1]
+    ident = (corner[:, None] * 2 + torch.arange(2, device=dev).view(1, 2, 1, 1)).reshape(-1)
+    table = torch.stack([x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin], 0).reshape(11, -1)
+    x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin = table.index_select(1, order).unbind(0)
+    ident = ident.index_select(0, order)
 
     # Barycentrics and 1/z are affine in the pixel position: coefficients (a, b, c) of
     # a * dx + b * dy + c relative to the box corner (xmin, ymin), rows l0, l1, l2, 1/z.
@@ -136,14 +156,12 @@ def rasterize_grid(
     iz0 = 1.0 / z0
     dz1, dz2 = 1.0 / z1 - iz0, 1.0 / z2 - iz0
     coef = torch.stack([
-        -a1 - a2, -b1 - b2, 1.0 - c1 - c2,
-        a1, b1, c1,
-        a2, b2, c2,
-        a1 * dz1 + a2 * dz2, b1 * dz1 + b2 * dz2, iz0 + c1 * dz1 + c2 * dz2,
-    ], -1).reshape(-1, 4, 3)  # (M, 4, 3): rows l0, l1, l2, 1/z; columns a, b, c
-    tri_b = order // (2 * (hc - 1) * (wc - 1))
+        -a1 - a2, a1, a2, a1 * dz1 + a2 * dz2,  # d/dx of l0, l1, l2, 1/z
+        -b1 - b2, b1, b2, b1 * dz1 + b2 * dz2,  # d/dy
+        1.0 - c1 - c2, c1, c2, iz0 + c1 * dz1 + c2 * dz2,  # value at the box corner
+    ], 0).reshape(3, 4, -1)  # (3, 4, M)
     xmin, ymin = xmin.long(), ymin.long()
-    base = (tri_b * height + ymin) * width + xmin  # flat index of each box corner
+    base = ((ident // (2 * hc * wc)) * height + ymin) * width + xmin  # flat index of each box corner
 
     zbuf = torch.full((bsz * height * width,), -1, dtype=torch.int64, device=dev)
     start = 0
@@ -155,53 +173,47 @@ def rasterize_grid(
         fit, wh = (key - 1) % 2, (key - 1) // 2
         w_b, h_b = _BOX_SIZES[wh // nb], _BOX_SIZES[wh % nb]
         dy, dx = torch.meshgrid(torch.arange(h_b, device=dev), torch.arange(w_b, device=dev), indexing="ij")
-        dx, dy = dx.reshape(-1), dy.reshape(-1)
-        offs = torch.stack([dx, dy, torch.ones_like(dx)], 0).float()  # (3, K)
-        vals = coef[lo:hi] @ offs  # (Mb, 4, K): l0, l1, l2, 1/z at each box pixel
-        inside = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2]) >= -_INSIDE_EPS
-        pix = base[lo:hi, None] + (dy * width + dx)  # (Mb, K)
+        dx, dy = dx.reshape(-1, 1), dy.reshape(-1, 1)  # (K, 1) box offsets
+        a, b, c = coef[:, :, None, lo:hi].unbind(0)  # (4, 1, Mb) each
+        # triangles on the innermost (contiguous) axis: every op is a long vector op
+        vals = torch.addcmul(c, a, dx.float()).addcmul_(b, dy.float())  # (4, K, Mb): l0, l1, l2, 1/z
+        inside = torch.minimum(torch.minimum(vals[0], vals[1]), vals[2]) >= -_INSIDE_EPS  # (K, Mb)
+        pix = base[lo:hi] + (dy * width + dx)  # (K, Mb)
         if not fit:
-            inside &= (xmin[lo:hi, None] + dx < width) & (ymin[lo:hi, None] + dy < height)
+            inside &= (xmin[lo:hi] + dx < width) & (ymin[lo:hi] + dy < height)
             pix = torch.where(inside, pix, 0)
-        # nearest = largest 1/z; positive floats order like their int32 bit patterns
-        key64 = vals[:, 3].clamp(min=1e-30).view(torch.int32).to(torch.int64) << 32
-        packed = torch.where(inside, key64 | torch.arange(lo, hi, device=dev)[:, None], -1)
+        # nearest = largest 1/z: positive floats order like their int32 bit patterns, and a
+        # negative value (outside) stays negative as a key, so amax never picks it
+        iz = torch.where(inside, vals[3], -1.0)
+        packed = (iz.view(torch.int32).to(torch.int64) << 32) | ident[lo:hi]
         zbuf.scatter_reduce_(0, pix.reshape(-1), packed.reshape(-1), reduce="amax")
 
-    pixel = (zbuf >= 0).nonzero(as_tuple=True)[0]
-    tri = order[zbuf[pixel] & 0xFFFFFFFF]
-    n_faces = 2 * (hc - 1) * (wc - 1)
-    return Fragments(pixel=pixel, batch=tri // n_faces, face=tri % n_faces, size=(bsz, height, width))
+    covered = zbuf >= 0
+    low = zbuf.masked_select(covered) & 0xFFFFFFFF  # in the row-major order of nonzero below
+    b, y, x = covered.reshape(bsz, height, width).nonzero(as_tuple=True)
+    return Fragments(batch=b, y=y, x=x, corner=low >> 1, second=low & 1, size=(bsz, height, width))
 
 
 def interpolate(
     frags: Fragments,  # winners of ``rasterize_grid``
     screen: torch.Tensor,  # (B, Hc, Wc, 3) the same vertices, may carry gradients
     canonical_depth: torch.Tensor | None = None,  # (B, Hc, Wc) depth of the vertices in the canonical view
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Perspective-correct interpolation at each covered pixel centre of its winning triangle.
 
-    Returns ``weight`` (P, 3) perspective-correct barycentric weights (sum to 1: the surface point
-    is ``sum_k weight_k V_k``), ``depth`` (P,) camera-space z, and, when ``canonical_depth`` is
-    given, ``uv`` (P, 2): the canonical-view image coordinates of that surface point (its
-    projection, i.e. the corner coordinates weighted by ``weight_k d_k``, the perspective
-    correction of the canonical view). Differentiable w.r.t. ``screen``; the choice of triangle is not.
+    Returns ``depth`` (P,) camera-space z of the surface point ``sum_k w_k V_k`` (w_k the
+    perspective-correct barycentrics) and, when ``canonical_depth`` is given, ``u`` and ``v``
+    (P,): the canonical-view image coordinates of that point (its projection: the corner
+    coordinates weighted by ``w_k d_k``, the perspective correction of the canonical view).
+    Differentiable w.r.t. ``screen`` and ``canonical_depth``; the choice of triangle is not.
     """
-    bsz, hc, wc, _ = screen.shape
-    _, height, width = frags.size
-    cells = (hc - 1) * (wc - 1)
-    second = frags.face >= cells  # 0: (a, b, c), 1: (b, d, c); see grid_faces
-    r = frags.face - second * cells
-    i, j = r // (wc - 1), r % (wc - 1)
-    sec = second.long()
-    corner = (frags.batch * hc + i) * wc + j  # vertex a of the cell
-    table = screen.reshape(-1, 3)
-    p0 = table.index_select(0, corner + sec)  # a or b, (P, 3)
-    p1 = table.index_select(0, corner + 1 + sec * wc)  # b or d
-    p2 = table.index_select(0, corner + wc)  # c
+    _, hc, wc, _ = screen.shape
     dt = screen.dtype
-    px = (frags.pixel % width).to(dt)
-    py = ((frags.pixel // width) % height).to(dt)
+    corner, sec = frags.corner, frags.second
+    i0, i1, i2 = corner + sec, corner + 1 + sec * wc, corner + wc  # (a, b, c) or (b, d, c)
+    table = screen.reshape(-1, 3)
+    p0, p1, p2 = table.index_select(0, i0), table.index_select(0, i1), table.index_select(0, i2)
+    px, py = frags.x.to(dt), frags.y.to(dt)
     ux, uy = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
     vx, vy = p2[:, 0] - p0[:, 0], p2[:, 1] - p0[:, 1]
     qx, qy = px - p0[:, 0], py - p0[:, 1]
@@ -211,28 +223,35 @@ def interpolate(
     # perspective correction: 1/z and attribute/z are affine in screen space
     w0, w1, w2 = (1.0 - l1 - l2) / p0[:, 2], l1 / p1[:, 2], l2 / p2[:, 2]
     z = 1.0 / (w0 + w1 + w2)
-    w0, w1, w2 = w0 * z, w1 * z, w2 * z
     if canonical_depth is None:
-        return torch.stack([w0, w1, w2], -1), z, None
+        return z, None, None
     flat = canonical_depth.reshape(-1)
-    c0 = w0 * flat.index_select(0, corner + sec)
-    c1 = w1 * flat.index_select(0, corner + 1 + sec * wc)
-    c2 = w2 * flat.index_select(0, corner + wc)
-    norm = c0 + c1 + c2
-    c0, c1, c2 = c0 / norm, c1 / norm, c2 / norm
-    # canonical coordinates of the corners: columns j + sec, j + 1, j; rows i, i + sec, i + 1
-    su, sv = 2.0 / wc, 2.0 / hc
-    u = ((j.to(dt) + 0.5) + c0 * sec.to(dt) + c1) * su - 1.0
-    v = ((i.to(dt) + 0.5) + c1 * sec.to(dt) + c2) * sv - 1.0
-    return torch.stack([w0, w1, w2], -1), z, torch.stack([u, v], -1)
+    c0, c1, c2 = w0 * flat.index_select(0, i0), w1 * flat.index_select(0, i1), w2 * flat.index_select(0, i2)
+    norm = 1.0 / (c0 + c1 + c2)
+    # grid (row, col) of the corner in float64 (exact here, and vectorised unlike int64 division)
+    cf = corner.double()
+    row = torch.floor(cf / wc)
+    j = (cf - row * wc).to(dt)
+    i = (row - torch.floor(row / hc) * hc).to(dt)
+    s = sec.to(dt)
+    # corner columns j + sec, j + 1, j and rows i, i + sec, i + 1
+    u = ((j + 0.5) + (c0 * s + c1) * norm) * (2.0 / wc) - 1.0
+    v = ((i + 0.5) + (c1 * s + c2) * norm) * (2.0 / hc) - 1.0
+    return z, u, v
 
 
-def scatter_pixels(values: torch.Tensor, frags: Fragments) -> torch.Tensor:
-    """Place per-pixel rows (P, C) into a zero (B, C, H, W) image (differentiable in ``values``)."""
+def scatter_pixels(values: list[torch.Tensor], frags: Fragments) -> torch.Tensor:
+    """Place per-pixel channels (C tensors of shape (P,)) into a zero (B, C, H, W) image (differentiable)."""
     bsz, height, width = frags.size
-    out = values.new_zeros(values.shape[1], bsz * height * width)
-    out = out.index_copy(1, frags.pixel, values.t())
-    return out.reshape(-1, bsz, height, width).transpose(0, 1)
+    pixel = frags.pixel
+    planes = [c.new_zeros(bsz * height * width).index_copy(0, pixel, c) for c in values]
+    return torch.stack(planes, 0).reshape(-1, bsz, height, width).transpose(0, 1)
+
+
+def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Mean over s x s blocks (strided slices are faster than avg_pool2d on CPU)."""
+    out = sum(x[..., a::s, b::s] for a in range(s) for b in range(s))
+    return out / float(s * s)
 
 
 def posed_grid(
@@ -292,14 +311,13 @@ def rasterize_height_field(
     screen = posed_grid(depth, view, fov_deg, hs, ws)  # (B, Hc, Wc, 3)
     on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
     frags = rasterize_grid(screen, on, hs, ws)
-    _, z, uv = interpolate(frags, screen, depth[:, 0])
-    rows = torch.cat([uv, z[:, None], torch.ones_like(z)[:, None]], 1)  # (P, 4)
-    full = scatter_pixels(rows, frags)  # (B, 4, sH, sW): u, v, z, coverage
+    z, u, v = interpolate(frags, screen, depth[:, 0])
+    full = scatter_pixels([u, v, z, torch.ones_like(z)], frags)  # (B, 4, sH, sW): u, v, z, coverage
     texel = F.grid_sample(attributes, full[:, :2].permute(0, 2, 3, 1), mode="bilinear",
                           padding_mode="border", align_corners=False)  # (B, C, sH, sW)
     full = torch.cat([texel * full[:, 3:], full], 1)
     if s > 1:
-        full = F.avg_pool2d(full, s)  # premultiplied by coverage
+        full = _pool(full, s)  # premultiplied by coverage
     cover = full[:, -1:]
     denom = cover.clamp(min=1e-12)
     return Raster(

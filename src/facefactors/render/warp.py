@@ -46,12 +46,11 @@ def warp_grid(
     else:
         on = canonical_mask[:, 0].detach() > 0.5
     frags = rasterize_grid(screen, on, height, width)
-    _, z, _ = interpolate(frags, screen)  # (P,) posed depth, differentiable
+    z, _, _ = interpolate(frags, screen)  # (P,) posed depth, differentiable
 
     # Unsup3D eq. 4 for the covered pixels only: unproject, inverse pose, project.
     dt = canonical_depth.dtype
-    px = (frags.pixel % width).to(dt)
-    py = ((frags.pixel // width) % height).to(dt)
+    px, py = frags.x.to(dt), frags.y.to(dt)
     ray = torch.stack([((2.0 * px + 1.0) / width - 1.0), ((2.0 * py + 1.0) / height - 1.0)], -1)
     points = torch.cat([ray * (z[:, None] * camera.tan_half_fov(fov_deg)), z[:, None]], -1)  # (P, 3)
     rot, trans = camera.rotation_matrix(view[:, 0], view[:, 1], view[:, 2]), view[:, 3:6]
@@ -60,11 +59,12 @@ def warp_grid(
     back = torch.einsum("pi,pij->pj", rel, rot[frags.batch]) + pivot  # R^T (p - c - t) + c
     uv = camera.project(back, fov_deg)  # (P, 2)
 
+    pixel = frags.pixel
     grid = torch.full((bsz * height * width, 2), _OUTSIDE, dtype=dt, device=canonical_depth.device)
-    grid = grid.index_copy(0, frags.pixel, uv).reshape(bsz, height, width, 2)
-    depth = z.new_zeros(bsz * height * width).index_copy(0, frags.pixel, z).reshape(bsz, 1, height, width)
+    grid = grid.index_copy(0, pixel, uv).reshape(bsz, height, width, 2)
+    depth = z.new_zeros(bsz * height * width).index_copy(0, pixel, z).reshape(bsz, 1, height, width)
     inside = (uv.detach().abs() <= 1.0).all(-1).to(dt)
-    mask = inside.new_zeros(bsz * height * width).index_copy(0, frags.pixel, inside)
+    mask = inside.new_zeros(bsz * height * width).index_copy(0, pixel, inside)
     return grid, mask.reshape(bsz, 1, height, width), depth
 
 
