@@ -230,3 +230,25 @@ def factor_vae(sampler, rep, rng, batch_size, num_train, num_eval, num_var, thre
     train = sum(tv[classifier[d], d] for d in range(tv.shape[1])) / tv.sum()
     evals = sum(ev[classifier[d], d] for d in range(ev.shape[1])) / ev.sum()
     return train, evals
+
+
+def gaussian_wasserstein_correlation(mus):
+    import scipy.linalg
+
+    cov = np.cov(mus)
+    scaled = np.zeros_like(cov)
+    for i in range(cov.shape[0]):
+        for j in range(cov.shape[1]):
+            scaled[i, j] = cov[i, j] * cov[i, i]
+    return 2 * np.trace(cov) - 2 * np.trace(np.real(scipy.linalg.sqrtm(scaled)))
+
+
+def mutual_info_score_between_codes(mus):
+    d = histogram_discretize(mus)
+    m = discrete_mutual_info(d, d)
+    total = 0.0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if i != j:
+                total += m[i, j]
+    return total / (m.shape[0] ** 2 - m.shape[0])

@@ -44,7 +44,10 @@ def test_mig_modularity_irs_tc_match_reference(seed):
     assert abs(modularity(codes, f)["modularity"] - ref.modularity_score(codes.T, f.T)) < 1e-6
     assert abs(irs(codes, f)["irs"] - ref.irs(codes.T, f.T)[0]) < 1e-6
     np.testing.assert_allclose(irs(codes, f)["irs_matrix"], ref.irs(codes.T, f.T)[1], atol=1e-6)
-    assert abs(total_correlation(codes)["gaussian_total_correlation"] - ref.gaussian_total_correlation(codes.T)) < 1e-6
+    tc = total_correlation(codes)
+    assert abs(tc["gaussian_total_correlation"] - ref.gaussian_total_correlation(codes.T)) < 1e-6
+    assert abs(tc["gaussian_wasserstein_correlation"] - ref.gaussian_wasserstein_correlation(codes.T)) < 1e-6
+    assert abs(tc["mutual_info_score"] - ref.mutual_info_score_between_codes(codes.T)) < 1e-6
 
 
 def test_sap_and_explicitness_match_reference():

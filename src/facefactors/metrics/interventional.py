@@ -27,15 +27,18 @@ import warnings
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from facefactors.metrics.progress import progress_bar
 from facefactors.metrics.registry import register
 from facefactors.metrics.sampler import Representation, as_rng, check_sampler, represent
 
 
-def beta_vae_points(sampler, representation: Representation, num_points: int, rng: np.random.Generator, batch_size: int = 64):
+def beta_vae_points(sampler, representation: Representation, num_points: int, rng: np.random.Generator, batch_size: int = 64, step=None):
     """-> (features (num_points, D), labels (num_points,)): one mean |z1 - z2| per labelled factor."""
     k_total = len(sampler.factor_sizes)
     feats, labels = [], []
     for _ in range(num_points):
+        if step is not None:
+            step()
         k = int(rng.integers(k_total))
         f1 = np.asarray(sampler.sample_factors(batch_size, rng))
         f2 = np.asarray(sampler.sample_factors(batch_size, rng))
@@ -55,12 +58,14 @@ def beta_vae_score(
     batch_size: int = 64,
     num_train: int = 10000,
     num_eval: int = 5000,
+    progress: bool = False,
 ) -> dict:
     """-> {"train_accuracy", "eval_accuracy", "chance"}."""
     check_sampler(sampler)
     rng = as_rng(rng)
-    x_train, y_train = beta_vae_points(sampler, representation, num_train, rng, batch_size)
-    x_eval, y_eval = beta_vae_points(sampler, representation, num_eval, rng, batch_size)
+    with progress_bar(num_train + num_eval, "beta-VAE score", progress) as step:
+        x_train, y_train = beta_vae_points(sampler, representation, num_train, rng, batch_size, step)
+        x_eval, y_eval = beta_vae_points(sampler, representation, num_eval, rng, batch_size, step)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LogisticRegression(random_state=0).fit(x_train, y_train)
@@ -71,12 +76,14 @@ def beta_vae_score(
     }
 
 
-def factor_vae_votes(sampler, representation, num_points, rng, global_var, active, batch_size=64) -> np.ndarray:
+def factor_vae_votes(sampler, representation, num_points, rng, global_var, active, batch_size=64, step=None) -> np.ndarray:
     """(K, D) int64 vote counts: row = fixed factor, column = code of least normalised variance."""
     k_total = len(sampler.factor_sizes)
     votes = np.zeros((k_total, len(global_var)), dtype=np.int64)
     active_idx = np.flatnonzero(active)
     for _ in range(num_points):
+        if step is not None:
+            step()
         k = int(rng.integers(k_total))
         f = np.asarray(sampler.sample_factors(batch_size, rng))
         f[:, k] = f[0, k]
@@ -96,6 +103,7 @@ def factor_vae_score(
     num_eval: int = 5000,
     num_variance_estimate: int = 10000,
     prune_threshold: float = 0.05,
+    progress: bool = False,
 ) -> dict:
     """-> {"train_accuracy", "eval_accuracy", "num_active_dims", "chance"}."""
     check_sampler(sampler)
@@ -107,10 +115,11 @@ def factor_vae_score(
     chance = 1.0 / len(sampler.factor_sizes)
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0, "chance": chance}
-    train_votes = factor_vae_votes(sampler, representation, num_train, rng, global_var, active, batch_size)
+    with progress_bar(num_train + num_eval, "FactorVAE score", progress) as step:
+        train_votes = factor_vae_votes(sampler, representation, num_train, rng, global_var, active, batch_size, step)
+        eval_votes = factor_vae_votes(sampler, representation, num_eval, rng, global_var, active, batch_size, step)
     classifier = np.argmax(train_votes, axis=0)  # (D,) factor predicted for each code
     cols = np.arange(train_votes.shape[1])
-    eval_votes = factor_vae_votes(sampler, representation, num_eval, rng, global_var, active, batch_size)
     return {
         "train_accuracy": float(train_votes[classifier, cols].sum() / train_votes.sum()),
         "eval_accuracy": float(eval_votes[classifier, cols].sum() / eval_votes.sum()),

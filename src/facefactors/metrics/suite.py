@@ -7,8 +7,6 @@ turns them into JSON).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -19,6 +17,7 @@ from facefactors.metrics.irs import irs
 from facefactors.metrics.mig import mig
 from facefactors.metrics.modularity import explicitness, modularity
 from facefactors.metrics.probing import linear_probe
+from facefactors.metrics.progress import progress_bar as _progress
 from facefactors.metrics.sap import sap
 from facefactors.metrics.subspace import silhouette_matrix, weak_classifier_matrix
 from facefactors.metrics.unsupervised import total_correlation
@@ -26,20 +25,6 @@ from facefactors.utils.errors import DataError, UserError
 
 STANDARD = ("mig", "dci", "sap", "modularity", "explicitness", "irs", "total_correlation")
 FEATURE_METRICS = ("weak_classifier", "silhouette", "tsne", "linear_probe")
-
-
-@contextmanager
-def _progress(total: int, label: str, enabled: bool) -> Iterator:
-    """A rich progress bar (on stderr) yielding ``step(description)``; a no-op when disabled."""
-    if not enabled:
-        yield lambda desc=None: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda desc=None: bar.update(task, advance=1, description=desc or label)
 
 
 def standard_suite(
