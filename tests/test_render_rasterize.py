@@ -137,6 +137,18 @@ def test_batch_items_independent():
         torch.testing.assert_close(one.depth, full.depth[i:i + 1])
 
 
+def test_empty_mask_and_back_facing_view():
+    depth = 1.0 + 0.01 * torch.rand(2, 1, 8, 9)
+    attr = torch.rand(2, 3, 8, 9)
+    r = rasterize_height_field(depth, attr, torch.zeros(2, 1, 8, 9), _view(2))
+    assert r.mask.sum() == 0 and r.image.abs().sum() == 0 and r.depth.abs().sum() == 0
+    # seen from behind (yaw 180) the surface is still rendered (no back-face culling), mirrored
+    flat = torch.ones(1, 1, 8, 9)
+    ramp = camera.image_grid(8, 9).permute(2, 0, 1)[None, :1]  # x coordinate
+    r = rasterize_height_field(flat, ramp, None, _view(1, yaw=180.0), supersample=1)
+    torch.testing.assert_close(r.image, ramp.flip(-1), atol=1e-4, rtol=0)
+
+
 def test_bad_shapes_raise():
     d = torch.ones(1, 1, 5, 5)
     with pytest.raises(ValueError, match="attributes"):

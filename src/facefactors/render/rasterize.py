@@ -82,7 +82,7 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
 
 
 def _grid_corners(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Values of a (B, Hc, Wc, ...) grid at the three corners of every triangle: 3 x (B, 2, Hc-1, Wc-1, ...).
+    """Values of a (B, Hc, Wc) grid at the three corners of every triangle: 3 x (B, 2, Hc-1, Wc-1).
 
     Slicing instead of gathering: the mesh is a regular grid, so no index tensor is needed.
     Dimension 1 is the triangle of the cell (0: (a, b, c), 1: (b, d, c)).
@@ -105,19 +105,19 @@ def _bucket_table(device) -> torch.Tensor:
 
 @torch.no_grad()
 def rasterize_grid(
-    screen: torch.Tensor,  # (B, Hc, Wc, 3) grid vertices: x, y in pixel units (centre j at j), z = depth
+    screen: torch.Tensor,  # (3, B, Hc, Wc) grid vertex planes: x, y in pixel units (centre j at j), z = depth
     on: torch.Tensor,  # (B, Hc, Wc) bool, vertices that exist (a triangle needs all three)
     height: int,  # raster height in pixels
     width: int,  # raster width in pixels
 ) -> Fragments:
     """Vectorised z-buffer: for each pixel centre, the nearest grid triangle that covers it."""
-    bsz, hc, wc, _ = screen.shape
+    _, bsz, hc, wc = screen.shape
     dev = screen.device
-    v0, v1, v2 = _grid_corners(screen.detach().float())  # (B, 2, Hc-1, Wc-1, 3) each
+    v = screen.detach().float()
+    x0, x1, x2 = _grid_corners(v[0])  # (B, 2, Hc-1, Wc-1) each
+    y0, y1, y2 = _grid_corners(v[1])
+    z0, z1, z2 = _grid_corners(v[2])
     m0, m1, m2 = _grid_corners(on)
-    x0, y0, z0 = v0.unbind(-1)
-    x1, y1, z1 = v1.unbind(-1)
-    x2, y2, z2 = v2.unbind(-1)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
     xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
@@ -196,7 +196,7 @@ def rasterize_grid(
 
 def interpolate(
     frags: Fragments,  # winners of ``rasterize_grid``
-    screen: torch.Tensor,  # (B, Hc, Wc, 3) the same vertices, may carry gradients
+    screen: torch.Tensor,  # (3, B, Hc, Wc) the same vertex planes, may carry gradients
     canonical_depth: torch.Tensor | None = None,  # (B, Hc, Wc) depth of the vertices in the canonical view
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Perspective-correct interpolation at each covered pixel centre of its winning triangle.
@@ -207,21 +207,22 @@ def interpolate(
     coordinates weighted by ``w_k d_k``, the perspective correction of the canonical view).
     Differentiable w.r.t. ``screen`` and ``canonical_depth``; the choice of triangle is not.
     """
-    _, hc, wc, _ = screen.shape
+    _, _, hc, wc = screen.shape
     dt = screen.dtype
     corner, sec = frags.corner, frags.second
     i0, i1, i2 = corner + sec, corner + 1 + sec * wc, corner + wc  # (a, b, c) or (b, d, c)
-    table = screen.reshape(-1, 3)
-    p0, p1, p2 = table.index_select(0, i0), table.index_select(0, i1), table.index_select(0, i2)
-    px, py = frags.x.to(dt), frags.y.to(dt)
-    ux, uy = p1[:, 0] - p0[:, 0], p1[:, 1] - p0[:, 1]
-    vx, vy = p2[:, 0] - p0[:, 0], p2[:, 1] - p0[:, 1]
-    qx, qy = px - p0[:, 0], py - p0[:, 1]
+    # 1-D gathers per coordinate plane: cheap forward, and a cheap index_add backward
+    sx, sy, sz = (plane.reshape(-1) for plane in screen.unbind(0))
+    x0, x1, x2 = sx.index_select(0, i0), sx.index_select(0, i1), sx.index_select(0, i2)
+    y0, y1, y2 = sy.index_select(0, i0), sy.index_select(0, i1), sy.index_select(0, i2)
+    z0, z1, z2 = sz.index_select(0, i0), sz.index_select(0, i1), sz.index_select(0, i2)
+    ux, uy, vx, vy = x1 - x0, y1 - y0, x2 - x0, y2 - y0
+    qx, qy = frags.x.to(dt) - x0, frags.y.to(dt) - y0
     inv_area = 1.0 / (ux * vy - vx * uy)
     l1 = (qx * vy - vx * qy) * inv_area
     l2 = (ux * qy - qx * uy) * inv_area
     # perspective correction: 1/z and attribute/z are affine in screen space
-    w0, w1, w2 = (1.0 - l1 - l2) / p0[:, 2], l1 / p1[:, 2], l2 / p2[:, 2]
+    w0, w1, w2 = (1.0 - l1 - l2) / z0, l1 / z1, l2 / z2
     z = 1.0 / (w0 + w1 + w2)
     if canonical_depth is None:
         return z, None, None
@@ -261,12 +262,16 @@ def posed_grid(
     height: int,  # raster height in pixels
     width: int,  # raster width in pixels
 ) -> torch.Tensor:
-    """Posed grid vertices in screen space: (B, Hc, Wc, 3) = pixel x, pixel y, camera-space z."""
+    """Posed grid vertices in screen space as planes (3, B, Hc, Wc): pixel x, pixel y, camera-space z."""
     bsz, _, hc, wc = depth.shape
     points = camera.unproject(depth, fov_deg).reshape(bsz, hc * wc, 3)
     posed = camera.transform_points(points, view)  # (B, N, 3)
-    xy = to_pixels(camera.project(posed, fov_deg), height, width)
-    return torch.cat([xy, posed[..., 2:]], -1).reshape(bsz, hc, wc, 3)
+    x, y, z = posed.unbind(-1)
+    t = camera.tan_half_fov(fov_deg)
+    inv = 1.0 / (z * t)  # camera.project, then to_pixels, plane by plane
+    px = (x * inv + 1.0) * (width / 2.0) - 0.5
+    py = (y * inv + 1.0) * (height / 2.0) - 0.5
+    return torch.stack([px, py, z], 0).reshape(3, bsz, hc, wc)
 
 
 def _check_inputs(depth, attributes, mask, view):
@@ -308,7 +313,7 @@ def rasterize_height_field(
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     hs, ws = height * s, width * s
 
-    screen = posed_grid(depth, view, fov_deg, hs, ws)  # (B, Hc, Wc, 3)
+    screen = posed_grid(depth, view, fov_deg, hs, ws)  # (3, B, Hc, Wc)
     on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
     frags = rasterize_grid(screen, on, hs, ws)
     z, u, v = interpolate(frags, screen, depth[:, 0])

@@ -40,7 +40,7 @@ def warp_grid(
     if tuple(view.shape) != (bsz, 6):
         raise ValueError(f"view: expected shape ({bsz}, 6) = [yaw, pitch, roll, tx, ty, tz], got {tuple(view.shape)}")
     height, width = (hc, wc) if image_size is None else image_size
-    screen = posed_grid(canonical_depth, view, fov_deg, height, width)  # (B, Hc, Wc, 3)
+    screen = posed_grid(canonical_depth, view, fov_deg, height, width)  # (3, B, Hc, Wc)
     if canonical_mask is None:
         on = torch.ones_like(canonical_depth[:, 0], dtype=torch.bool)
     else:
@@ -48,24 +48,24 @@ def warp_grid(
     frags = rasterize_grid(screen, on, height, width)
     z, _, _ = interpolate(frags, screen)  # (P,) posed depth, differentiable
 
-    # Unsup3D eq. 4 for the covered pixels only: unproject, inverse pose, project.
-    dt = canonical_depth.dtype
-    px, py = frags.x.to(dt), frags.y.to(dt)
-    ray = torch.stack([((2.0 * px + 1.0) / width - 1.0), ((2.0 * py + 1.0) / height - 1.0)], -1)
-    points = torch.cat([ray * (z[:, None] * camera.tan_half_fov(fov_deg)), z[:, None]], -1)  # (P, 3)
-    rot, trans = camera.rotation_matrix(view[:, 0], view[:, 1], view[:, 2]), view[:, 3:6]
-    pivot = points.new_tensor([0.0, 0.0, camera.PIVOT_DEPTH])
-    rel = points - pivot - trans[frags.batch]
-    back = torch.einsum("pi,pij->pj", rel, rot[frags.batch]) + pivot  # R^T (p - c - t) + c
-    uv = camera.project(back, fov_deg)  # (P, 2)
-
+    # Unsup3D eq. 4 on the full posed depth map: unproject, inverse pose, project. Empty pixels
+    # get a harmless depth (the pivot's) and are masked out.
     pixel = frags.pixel
-    grid = torch.full((bsz * height * width, 2), _OUTSIDE, dtype=dt, device=canonical_depth.device)
-    grid = grid.index_copy(0, pixel, uv).reshape(bsz, height, width, 2)
-    depth = z.new_zeros(bsz * height * width).index_copy(0, pixel, z).reshape(bsz, 1, height, width)
-    inside = (uv.detach().abs() <= 1.0).all(-1).to(dt)
-    mask = inside.new_zeros(bsz * height * width).index_copy(0, pixel, inside)
-    return grid, mask.reshape(bsz, 1, height, width), depth
+    valid = torch.zeros(bsz * height * width, dtype=torch.bool, device=canonical_depth.device)
+    valid[pixel] = True
+    valid = valid.reshape(bsz, 1, height, width)
+    fill = torch.full((bsz * height * width,), camera.PIVOT_DEPTH, dtype=z.dtype, device=z.device)
+    posed = fill.index_copy(0, pixel, z).reshape(bsz, 1, height, width)  # (B, 1, H, W)
+    points = camera.unproject(posed, fov_deg).reshape(bsz, height * width, 3)
+    back = camera.inverse_transform_points(points, view)  # (B, HW, 3) in the canonical frame
+    # keep masked-out pixels finite: a NaN there would leak into gradients through torch.where
+    back = torch.cat([back[..., :2], back[..., 2:].clamp(min=1e-4)], -1)
+    grid = camera.project(back, fov_deg).reshape(bsz, height, width, 2)
+    inside = valid & (grid.detach().abs() <= 1.0).all(-1)[:, None]
+    mask = inside.to(canonical_depth.dtype)  # (B, 1, H, W)
+    grid = torch.where(inside[:, 0, :, :, None], grid, _OUTSIDE)
+    depth = torch.where(valid, posed, 0.0)
+    return grid, mask, depth
 
 
 def render_view(
