@@ -49,7 +49,7 @@ class Window:
         self.cols, self.rows = sl(x0, x1), sl(y0, y1)
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        """The window of a (..., H, W) map."""
+        """The window of a (..., H, W) map (a view)."""
         return t[..., self.rows, self.cols]
 
     def add_(self, full: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ def relief(x, y, f, hair, albedo_hairline, px):
     up = ((top - y) / 1.05).clamp(0, 1)
     front = torch.where(y < top, hd * (1 - up * up).clamp_min(0).sqrt(), hd * (1 - 0.3 * s * s))
     q = (ax / w.clamp_min(1e-4)).clamp(0, 1)
-    r = front * (1 - q.pow(2.5)).clamp_min(0).sqrt()
+    r = front * (1 - q * q * q.sqrt()).clamp_min(0).sqrt()  # superellipse, exponent 2.5
 
     win = windows(x.shape[-1])
     ex, ey, tip = col(f, "eye_x"), col(f, "eye_y"), col(f, "nose_tip_y")
