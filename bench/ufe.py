@@ -96,9 +96,10 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float) -> None:
     for bs, nthreads in ((1, threads), (1, 1), (64, threads)):
         torch.set_num_threads(nthreads)
         xb = torch.rand(bs, 3, size, size, device=device)
+        encode = lambda xb=xb: model.encode(xb)
         with torch.inference_mode():
-            f_enc = flops(lambda: model.encode(xb))
-            t_enc = timeit(lambda: model.encode(xb), device, repeats * (10 if bs == 1 else 1))
+            f_enc = flops(encode)
+            t_enc = timeit(encode, device, repeats * (10 if bs == 1 else 1))
         label = "latency" if bs == 1 else "throughput"
         print(f"[{preset} {size}x{size}] encode batch {bs:2d} ({label}, {nthreads} thread{'s' if nthreads > 1 else ''}): {bs / t_enc:8.1f} img/s  "
               f"{1000 * t_enc:7.2f} ms/batch  {f_enc / t_enc / 1e9:7.1f} GFLOP/s ({100 * f_enc / t_enc / 1e9 / peak:4.1f}% of peak)")

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.ufe import UFE, UFEConfig

@@ -46,7 +46,7 @@ def test_tiny_training_run_exports_reloads_and_resumes(tmp_path):
 
     # Resume with a larger budget continues from the saved step.
     cfg.trainer.max_steps = 6
-    run2, model2 = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    run2, _ = train_ufe(cfg, tmp_path / "run", stream, data.description)
     steps = torch.load(run2.last_checkpoint, weights_only=True)["global_step"]
     assert steps == 6
 
@@ -56,10 +56,41 @@ def test_alternating_batches_fill_missing_labels():
     b = synthetic_set(seed=1).restrict(["age"], "b")
     b.labels["age"] = torch.randint(0, 2, (len(b),))
     sa = GroupedBatches(a, "identity", 2, 2)
-    sb = GroupedBatches(b.restrict(["age"]), "age", 2, 2)
-    sb.data.labels["age"] = b.labels["age"]
+    sb = GroupedBatches(b, "age", 2, 2, groups=torch.arange(len(b)) // 2)  # hidden groups shape B's batches
     it = iter(AlternatingBatches(sa, sb))
     first, second, third = next(it), next(it), next(it)
     assert (first["labels"]["age"] == -1).all() and (first["labels"]["identity"] >= 0).all()
     assert (second["labels"]["identity"] == -1).all() and (second["labels"]["age"] >= 0).all()
     assert (third["labels"]["identity"] >= 0).all()
+
+
+def test_predict_and_compose_commands(tmp_path, capsys):
+    import pytest
+    from PIL import Image
+
+    from facefactors.cli.main import main
+    from facefactors.edit.composite import to_uint8
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["trainer.max_steps=1"])
+    data = synthetic_set()
+    stream = GroupedBatches(data, "identity", 3, 2)
+    run, _ = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    paths = []
+    for i in (0, 7):
+        p = tmp_path / f"face{i}.png"
+        Image.fromarray(to_uint8(data.batch([i])["image"][0])).save(p)
+        paths.append(str(p))
+    main(["ufe", "predict", str(run.path), *paths, "--json"])
+    out = capsys.readouterr().out
+    import json
+
+    probs = json.loads(out)
+    assert set(probs) == set(paths)
+    assert set(probs[paths[0]]) == {"identity", "expression"}
+    assert abs(sum(probs[paths[0]]["expression"].values()) - 1) < 1e-4
+    main(["ufe", "compose", str(run.path), *paths, "--take", "expression", "--out", str(tmp_path / "c.png")])
+    assert Image.open(tmp_path / "c.png").size[0] > 4 * 32
+    with pytest.raises(SystemExit) as e:
+        main(["ufe", "predict", str(tmp_path / "missing"), paths[0]])
+    assert e.value.code == 2
+    assert "no such run directory" in capsys.readouterr().err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -19,16 +18,15 @@ err = Console(stderr=True)
 def train(
     preset: str = typer.Option("quick", help="tiny | quick | standard | full"),
     out: str = typer.Option("runs/ufe-quick", help="run directory (resumed if it holds a checkpoint)"),
-    set_: List[str] = typer.Option([], "--set", help="config override section.field=value (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="config override section.field=value (repeatable)"),
     overwrite: bool = typer.Option(False, help="start afresh even if OUT holds a run"),
     evaluate: bool = typer.Option(True, help="write features.npz and the matrices of the held-out set after training"),
 ) -> None:
     """Train on world A (identity, expression, lighting, pose labelled; 0/30 deg poses; RGB+NIR)."""
     from facefactors.config import load_config
-    from facefactors.experiments.ufe import evaluate_matrices, world_a_sets
-    from facefactors.train.ufe import UFETrainConfig, train_ufe
-    from facefactors.experiments.ufe import train_stream
+    from facefactors.experiments.ufe import evaluate_matrices, train_stream, world_a_sets
     from facefactors.train.common import RunDir
+    from facefactors.train.ufe import UFETrainConfig, train_ufe
 
     cfg = load_config(UFETrainConfig, "ufe", preset, set_)
     train_set, test = world_a_sets(cfg)
@@ -55,7 +53,7 @@ def _print_targets(t: dict) -> None:
 @app.command()
 def predict(
     run_dir: str = typer.Argument(..., help="a UFE run directory"),
-    images: List[str] = typer.Argument(..., help="image files"),
+    images: list[str] = typer.Argument(..., help="image files"),
     top: int = typer.Option(3, help="classes shown per attribute"),
     as_json: bool = typer.Option(False, "--json", help="print all probabilities as JSON"),
 ) -> None:
@@ -88,7 +86,7 @@ def compose(
     run_dir: str = typer.Argument(..., help="a UFE run directory"),
     image_a: str = typer.Argument(..., help="the face to edit"),
     image_b: str = typer.Argument(..., help="the face the chosen attributes come from"),
-    take: List[str] = typer.Option(["expression"], help="subspaces taken from B (repeatable), e.g. pose to repose"),
+    take: list[str] = typer.Option(["expression"], help="subspaces taken from B (repeatable), e.g. pose to repose"),
     out: str = typer.Option("composite.png", help="output PNG: A, B, reconstruction of A, composite"),
 ) -> None:
     """Decode A with the chosen attribute features of B (paper sec. 4.6)."""
@@ -114,7 +112,7 @@ def compose(
 def rater(
     preset: str = typer.Option("quick", help="tiny | quick | standard | full"),
     out: str = typer.Option("runs/rater", help="run directory"),
-    set_: List[str] = typer.Option([], "--set", help="config override section.field=value"),
+    set_: list[str] = typer.Option([], "--set", help="config override section.field=value"),
     overwrite: bool = typer.Option(False),
 ) -> None:
     """Train the independent rater on world ground truth (used by the user study and by the VAE family)."""
@@ -130,9 +128,9 @@ def rater(
 def experiment(
     name: str = typer.Argument(..., help="world_a | baseline | composites | user_study | multi_dataset | ablation"),
     preset: str = typer.Option("quick", help="tiny | quick | standard | full"),
-    out: Optional[str] = typer.Option(None, help="output folder (default runs/ufe-NAME-PRESET)"),
-    run: Optional[str] = typer.Option(None, help="reuse a trained UFE run instead of training one"),
-    set_: List[str] = typer.Option([], "--set", help="config override section.field=value"),
+    out: str | None = typer.Option(None, help="output folder (default runs/ufe-NAME-PRESET)"),
+    run: str | None = typer.Option(None, help="reuse a trained UFE run instead of training one"),
+    set_: list[str] = typer.Option([], "--set", help="config override section.field=value"),
 ) -> None:
     """Run one of the six experiments of the paper on the world; writes report.md and metrics.json."""
     from facefactors.experiments.ufe import run_experiment

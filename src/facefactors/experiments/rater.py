@@ -18,7 +18,12 @@ from facefactors.config import load_config
 from facefactors.models.rater import IDENTITY, Rater
 from facefactors.train.common import build_trainer, fit, prepare_run
 from facefactors.train.rater import RaterRecipe, RaterTrainConfig
-from facefactors.train.ufe_data import FaceTensorSet, GroupedBatches, render_world_set, unbatched_loader
+from facefactors.train.ufe_data import (
+    FaceTensorSet,
+    GroupedBatches,
+    render_world_set,
+    unbatched_loader,
+)
 from facefactors.utils.io import atomic_write_json
 
 # Fields of FaceParams that each intervention re-draws (one factor, everything else kept).

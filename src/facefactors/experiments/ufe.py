@@ -19,13 +19,25 @@ import torch
 from rich.console import Console
 
 from facefactors.config import load_config
-from facefactors.edit.composite import composite, composite_error, composite_grid, reconstruct, save_grid
+from facefactors.edit.composite import (
+    composite,
+    composite_error,
+    composite_grid,
+    reconstruct,
+    save_grid,
+)
 from facefactors.experiments import ufe_eval as ev
 from facefactors.experiments.rater import study_summary, write_json
 from facefactors.models.ufe import UFE
 from facefactors.train.common import RunDir
 from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
-from facefactors.train.ufe_data import AlternatingBatches, FaceTensorSet, GroupedBatches, render_world_set, world_a_config
+from facefactors.train.ufe_data import (
+    AlternatingBatches,
+    FaceTensorSet,
+    GroupedBatches,
+    render_world_set,
+    world_a_config,
+)
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_text
 
@@ -140,7 +152,7 @@ def composites_eval(model: UFE, test: FaceTensorSet, cfg: UFETrainConfig, out: P
     rows = 6
     frontal = torch.nonzero(test.labels["pose"] == 0).flatten()
     posed = torch.nonzero(test.labels["pose"] == test.labels["pose"].max()).flatten()
-    pick = lambda pool: pool[torch.randint(0, len(pool), (rows,), generator=g)]  # noqa: E731
+    pick = lambda pool: pool[torch.randint(0, len(pool), (rows,), generator=g)]
     sources = {t: test.batch(pick(frontal))["image"] for t in ("identity", "expression", "lighting") if t in model.feature_names}
     if sources:
         base = next(iter(sources))
@@ -249,10 +261,17 @@ def exp_baseline(preset: str, out: Path, overrides=(), progress: bool = True, ru
             table[f"{name} ({cam})"] = ev.silhouette_matrix(f, labels, xs, ["identity", "expression"])
     lines = ["| model (camera) | x=id,y=id ↑ | x=emo,y=id ↓ | x=id,y=emo ↓ | x=emo,y=emo ↑ |", "|---|---|---|---|---|"]
     for k, s in table.items():
-        val = lambda x, y: f"{s['silhouette'][s['x'].index(x)][s['y'].index(y)]:.3f}" if x in s["x"] else "-"  # noqa: E731
+        val = _silhouette_cell(s)
         lines.append(f"| {k} | {val('identity', 'identity')} | {val('expression', 'identity')} | {val('identity', 'expression')} | {val('expression', 'expression')} |")
     write_report(out, f"UFE vs traditional (expression-only) encoding ({preset}) (paper sec. 4.5, Table 1)", [("Silhouette table", "\n".join(lines))], {"table": table})
     return {"table": table}
+
+
+def _silhouette_cell(s: dict):
+    def val(x: str, y: str) -> str:
+        return f"{s['silhouette'][s['x'].index(x)][s['y'].index(y)]:.3f}" if x in s["x"] else "-"
+
+    return val
 
 
 def exp_composites(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None) -> dict:
@@ -272,15 +291,22 @@ def exp_composites(preset: str, out: Path, overrides=(), progress: bool = True, 
     return res
 
 
-def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str = "runs/rater") -> dict:
+def _rater_dir(preset: str, rater: str | None) -> tuple[str, str]:
+    """(rater preset, rater run dir): the quick rater unless the experiment itself is tiny."""
+    rp = "tiny" if preset == "tiny" else "quick"
+    return rp, rater or f"runs/rater-{rp}"
+
+
+def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
     from facefactors.experiments.rater import train_rater
     from facefactors.models.rater import load_rater
 
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
-    if not (Path(rater) / "weights.safetensors").is_file():
-        train_rater("quick" if preset != "tiny" else "tiny", rater, progress=progress)
+    rater_preset, rater = _rater_dir(preset, rater)
+    if not (Path(rater) / "calibration.json").is_file():
+        train_rater(rater_preset, rater, progress=progress)
     res = user_study(model, load_rater(rater), test, n=1000 if preset != "tiny" else 40)
     sections = [(f"Rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
@@ -295,7 +321,7 @@ def _study_table(s: dict) -> str:
     return "\n".join(rows)
 
 
-def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str = "runs/rater") -> dict:
+def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
     """Sec. 4.7: worlds A (identity/expression/lighting/pose) and B (age/gender/eyeglasses) are
     label-disjoint; batches alternate; L_dis on the cyclic schedule bridges them."""
     from facefactors.experiments.rater import train_rater
@@ -304,8 +330,9 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
     cfg = _config(preset, overrides, data__second_set="world_b", loss__dis_schedule="cyclic", loss__dis_every=1)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
-    if not (Path(rater) / "weights.safetensors").is_file():
-        train_rater("quick" if preset != "tiny" else "tiny", rater, progress=progress)
+    rater_preset, rater = _rater_dir(preset, rater)
+    if not (Path(rater) / "calibration.json").is_file():
+        train_rater(rater_preset, rater, progress=progress)
     r = load_rater(rater)
     res = {}
     g = torch.Generator().manual_seed(0)

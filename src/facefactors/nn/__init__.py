@@ -15,11 +15,11 @@ from facefactors.nn.modulated import (
 )
 
 __all__ = [
+    "MLP",
     "ClassifierHead",
     "ConvAct",
     "EqualLinear",
     "GradientReversal",
-    "MLP",
     "MappingNetwork",
     "ModulatedConv2d",
     "NoiseInjection",

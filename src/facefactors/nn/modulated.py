@@ -74,8 +74,7 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel // 2
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        B, C, _, _ = x.shape  # (B, C_in, H, W)
-        s = self.affine(style)  # (B, C_in)
+        s = self.affine(style)  # (B, C_in); x is (B, C_in, H, W)  # (B, C_in)
         w = self.weight * self.weight_gain  # (C_out, C_in, k, k)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -204,7 +203,7 @@ class StyleSynthesis(nn.Module):
         log2 = int(math.log2(image_size))
         if 2**log2 != image_size or image_size < 8:
             raise ValueError(f"StyleSynthesis needs a power-of-two image_size >= 8, got {image_size}")
-        ch = lambda r: synthesis_channels(r, channel_base, channel_max)  # noqa: E731
+        ch = lambda r: synthesis_channels(r, channel_base, channel_max)
         self.const = nn.Parameter(torch.randn(1, ch(4), 4, 4))
         self.first = StyleLayer(ch(4), ch(4), style_dim, 4)
         self.first_rgb = ToRGB(ch(4), style_dim, out_ch)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class FaceTensorSet:
         img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
         return {"image": img, "labels": {k: v[idx] for k, v in self.labels.items()}, "index": idx}
 
-    def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> "FaceTensorSet":
+    def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> FaceTensorSet:
         """The same images with only ``labelled`` factors carrying labels (others set missing)."""
         desc = self.description.restrict(labelled, name)
         labels = {}
@@ -56,7 +56,7 @@ class FaceTensorSet:
                 labels[k] = torch.full_like(v, -1) if not v.is_floating_point() else torch.full_like(v, float("nan"))
         return FaceTensorSet(self.images, labels, desc, self.index, self.split)
 
-    def subset(self, idx) -> "FaceTensorSet":
+    def subset(self, idx) -> FaceTensorSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         index = None if self.index is None else self.index[idx]
         return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description, index, self.split)
@@ -179,7 +179,6 @@ def render_world_set(
         from facefactors.utils.io import atomic_path
 
         arrays = {"images": out.images.numpy(), "index": index.numpy(), **{f"labels/{k}": v.numpy() for k, v in out.labels.items()}}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
     return out
