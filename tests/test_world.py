@@ -337,3 +337,16 @@ def test_age_is_visible():
     young, old = samplers.set_trait(p, "age_value", 0.1), samplers.set_trait(p, "age_value", 0.9)
     diff = (w.render(young).image - w.render(old).image).abs().flatten(1).mean(1)
     assert bool((diff > 2e-3).all())
+
+
+def test_set_factor_gives_camera_and_pose_domains(world):
+    p = world.sample_params(range(8))
+    nir = samplers.set_factor(world, p, "camera", 1)
+    assert bool((nir.camera == 1).all()) and torch.equal(nir.pose, p.pose)
+    img = world.render(nir).image
+    assert torch.allclose(img[:, 0], img[:, 1]) and torch.allclose(img[:, 1], img[:, 2])  # grey
+    thirty = samplers.set_factor(world, p, "pose", world.config.yaw_buckets.index(30.0))
+    assert bool(((thirty.pose[:, 0] - 30).abs() <= world.config.yaw_jitter).all())
+    assert torch.equal(
+        thirty.pose[:, 1:], p.pose[:, 1:]
+    )  # same pitch/roll draws: only the bucket moved

@@ -62,10 +62,15 @@ def blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c, h, w)
 
 
-def add_noise(image: torch.Tensor, std: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-    """Additive Gaussian noise whose pattern is a pure function of the per-sample seed."""
+def add_noise(
+    image: torch.Tensor, std: torch.Tensor, seed: torch.Tensor, camera: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Additive Gaussian noise whose pattern is a pure function of the per-sample seed; one
+    pattern shared by the three channels of a (single-sensor, grey) NIR image."""
     out = image.clone()
     for i in torch.nonzero(std > 1e-4).flatten().tolist():
         g = torch.Generator().manual_seed(int(seed[i]))
-        out[i] += std[i] * torch.randn(image.shape[1:], generator=g).to(image.device)
+        grey = camera is not None and int(camera[i]) == 1
+        shape = (1, *image.shape[2:]) if grey else image.shape[1:]
+        out[i] += std[i] * torch.randn(shape, generator=g).to(image.device)
     return out

@@ -157,6 +157,25 @@ def intervene(
     return params.replace(**fields)
 
 
+def set_factor(world, params: FaceParams, factor: str, klass, split: str = "train") -> FaceParams:
+    """The same samples with a categorical factor forced to class ``klass`` (int or (B,)), e.g. the
+    0-degree and 30-degree yaw domains (``pose``) or the NIR camera (``camera``). The factor's other
+    fields (jitter, intensity, style) are drawn from the sample's own stream, so they stay put."""
+    streams = {
+        "expression": "expression",
+        "lighting": "lighting",
+        "pose": "pose",
+        "camera": "camera",
+        "eyeglasses": "eyeglasses",
+    }
+    if factor not in streams:
+        raise ValueError(f"set_factor: {factor!r} is not one of {sorted(streams)}")
+    k = torch.as_tensor(klass, dtype=torch.long).reshape(-1).expand(len(params))
+    return params.replace(
+        **world.draw_factor(streams[factor], split, params.sample_index, klass=k, ident=params)
+    )
+
+
 # --- clips -------------------------------------------------------------------------------
 def clip_params(
     world, split: str, clip_index: int, length: int = 16, frames_per_key: int = 6

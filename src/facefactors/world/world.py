@@ -140,12 +140,17 @@ class FaceWorld:
         idx = torch.as_tensor(stream_index, dtype=torch.long).reshape(-1)
         d = Draws(cfg.seed, f"{split}/{factor}", idx.numpy(), 32)
         b = idx.shape[0]
-        if factor == "expression":
-            k = (
-                d.choice(len(expr.EXPRESSIONS))[:, 0]
+
+        def forced(drawn: torch.Tensor) -> torch.Tensor:
+            # the class column is always consumed, so forcing a class leaves the factor's other draws alone
+            return (
+                drawn
                 if klass is None
-                else torch.as_tensor(klass).long().reshape(-1).expand(b)
+                else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
             )
+
+        if factor == "expression":
+            k = forced(d.choice(len(expr.EXPRESSIONS))[:, 0])
             lo, hi = cfg.intensity_range
             inten = (lo + (hi - lo) * d.u(1)[:, 0]) * (k != 0).float()
             proto = expr.prototypes()[k]  # (B, E)
@@ -160,11 +165,7 @@ class FaceWorld:
             return {"light": light, "light_class": k.clone(), "sh": lighting.light_to_sh(light)}
         if factor == "pose":
             nb = len(cfg.yaw_buckets)
-            k = (
-                d.choice(nb)[:, 0]
-                if klass is None
-                else torch.as_tensor(klass).long().reshape(-1).expand(b)
-            )
+            k = forced(d.choice(nb)[:, 0])
             u = d.u(3)
             yaw = (
                 torch.tensor(cfg.yaw_buckets, dtype=torch.float32)[k]
@@ -174,11 +175,7 @@ class FaceWorld:
             roll = (2 * u[:, 2] - 1) * cfg.roll_range
             return {"pose": torch.stack([yaw, pitch, roll], -1), "pose_bucket": k.clone()}
         if factor == "camera":
-            k = (
-                (d.u(1)[:, 0] < cfg.nir_probability).long()
-                if klass is None
-                else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
-            )
+            k = forced((d.u(1)[:, 0] < cfg.nir_probability).long())
             return {"camera": k}
         if factor == "background":
             return {"background": imaging.sample_background(d.u(10))}
@@ -193,11 +190,7 @@ class FaceWorld:
             fringe = u[:, 2] * (u[:, 2] > 0.6).float()
             return {"hair": torch.stack([vol, length, fringe, u[:, 3]], -1)}
         if factor == "eyeglasses":
-            k = (
-                (d.u(1)[:, 0] < cfg.eyeglasses_probability).long()
-                if klass is None
-                else torch.as_tensor(klass).long().reshape(-1).expand(b).clone()
-            )
+            k = forced((d.u(1)[:, 0] < cfg.eyeglasses_probability).long())
             return {"eyeglasses": k, "glasses_style": d.u(3)}
         if factor == "noise":
             u = d.u(3)
@@ -268,7 +261,7 @@ class FaceWorld:
         img = raster.image + (1 - raster.mask) * imaging.background(p.background, size, size)
         img = imaging.tone(img, p.camera)
         img = imaging.blur(img, p.noise[:, 1] * size / 64)
-        img = imaging.add_noise(img, p.noise[:, 0], p.noise_seed).clamp(0, 1)
+        img = imaging.add_noise(img, p.noise[:, 0], p.noise_seed, p.camera).clamp(0, 1)
         batch = WorldBatch(
             image=img.contiguous(), labels=self.labels(p), params=p, mask=raster.mask
         )
