@@ -81,14 +81,19 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
     return torch.cat([torch.stack([a, b, c], -1), torch.stack([b, d, c], -1)], 0)  # (T, 3)
 
 
-def _grid_corners(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Values of a (B, Hc, Wc) grid at the three corners of every triangle: 3 x (B, 2, Hc-1, Wc-1).
+def _corner_views(planes: torch.Tensor) -> list[list[list[torch.Tensor]]]:
+    """Strided views of (P, B, Hc, Wc) vertex planes at the corners of the two triangles of every
+    cell: ``[type][corner][plane]`` -> (B, Hc-1, Wc-1), type 0 = (a, b, c), type 1 = (b, d, c).
 
     Slicing instead of gathering: the mesh is a regular grid, so no index tensor is needed.
-    Dimension 1 is the triangle of the cell (0: (a, b, c), 1: (b, d, c)).
     """
-    a, b, c, d = g[:, :-1, :-1], g[:, :-1, 1:], g[:, 1:, :-1], g[:, 1:, 1:]
-    return torch.stack([a, b], 1), torch.stack([b, d], 1), torch.stack([c, c], 1)
+    if planes.dim() == 3:
+        planes = planes[None]
+    a = [p[:, :-1, :-1] for p in planes]
+    b = [p[:, :-1, 1:] for p in planes]
+    c = [p[:, 1:, :-1] for p in planes]
+    d = [p[:, 1:, 1:] for p in planes]
+    return [[a, b, c], [b, d, c]]
 
 
 def to_pixels(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -114,37 +119,45 @@ def rasterize_grid(
     _, bsz, hc, wc = screen.shape
     dev = screen.device
     v = screen.detach().float()
-    x0, x1, x2 = _grid_corners(v[0])  # (B, 2, Hc-1, Wc-1) each
-    y0, y1, y2 = _grid_corners(v[1])
-    z0, z1, z2 = _grid_corners(v[2])
-    m0, m1, m2 = _grid_corners(on)
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
-    xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
-    ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
-    ymax = torch.floor(torch.maximum(torch.maximum(y0, y1), y2) + _INSIDE_EPS).clamp(max=height - 1)
-    zmin = torch.minimum(torch.minimum(z0, z1), z2)
-    keep = m0 & m1 & m2 & (zmin > _MIN_Z) & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
-
-    # Bucket triangles by box size so each bucket is one dense (Mb, K) tensor op. A box rounded
-    # up past the right/bottom border would wrap into the next row or image: those triangles
-    # (few) get an explicit range check. Culled triangles go to bucket 0, which is skipped.
     nb, big = len(_BOX_SIZES), _BOX_SIZES[-1]
     lut = _bucket_table(dev)
     sizes = torch.tensor(_BOX_SIZES, device=dev)
-    iw = torch.take(lut, (xmax - xmin + 1).clamp(1, big).long())
-    ih = torch.take(lut, (ymax - ymin + 1).clamp(1, big).long())
-    fits = (xmin + torch.take(sizes, iw) <= width) & (ymin + torch.take(sizes, ih) <= height)
-    bucket = torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0).reshape(-1)
+
+    # Bucket triangles by box size so each bucket is one dense (K, Mb) tensor op. A box rounded
+    # up past the right/bottom border would wrap into the next row or image: those triangles
+    # (few) get an explicit range check. Culled triangles go to bucket 0, which is skipped.
+    # Computed on strided views of the grid, one triangle type at a time (no copies of corners).
+    buckets = []
+    for tri, mtri in zip(_corner_views(v), _corner_views(on)):
+        (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = tri
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
+        xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
+        ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
+        ymax = torch.floor(torch.maximum(torch.maximum(y0, y1), y2) + _INSIDE_EPS).clamp(max=height - 1)
+        zmin = torch.minimum(torch.minimum(z0, z1), z2)
+        keep = mtri[0][0] & mtri[1][0] & mtri[2][0] & (zmin > _MIN_Z) & (area.abs() > 1e-12)
+        keep &= (xmax >= xmin) & (ymax >= ymin)
+        iw = torch.take(lut, (xmax - xmin + 1).clamp(1, big).long())
+        ih = torch.take(lut, (ymax - ymin + 1).clamp(1, big).long())
+        fits = (xmin + torch.take(sizes, iw) <= width) & (ymin + torch.take(sizes, ih) <= height)
+        buckets.append(torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0).to(torch.int16))
+    bucket = torch.stack(buckets, 1).reshape(-1)  # (B, 2, Hc-1, Wc-1): ``grid_faces`` order per item
     counts = torch.bincount(bucket, minlength=1 + 2 * nb * nb).tolist()
     # int16 keys make torch's stable sort a cheap radix-style sort (bucket ids < 2 * 23^2 + 1)
-    order = torch.argsort(bucket.to(torch.int16), stable=True)[counts[0]:]  # kept triangles
+    order = torch.argsort(bucket, stable=True)[counts[0]:]  # kept triangles
     # name each triangle by its cell corner and which of the two it is (low bits of the z-key)
     corner = torch.arange(bsz * hc * wc, device=dev).reshape(bsz, hc, wc)[:, :-1, :-1]
     ident = (corner[:, None] * 2 + torch.arange(2, device=dev).view(1, 2, 1, 1)).reshape(-1)
-    table = torch.stack([x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin], 0).reshape(11, -1)
-    x0, x1, x2, y0, y1, y2, z0, z1, z2, xmin, ymin = table.index_select(1, order).unbind(0)
     ident = ident.index_select(0, order)
+    corner, sec = ident >> 1, ident & 1
+    i0, i1, i2 = corner + sec, corner + 1 + sec * wc, corner + wc  # (a, b, c) or (b, d, c)
+    sx, sy, sz = (plane.reshape(-1) for plane in v.unbind(0))
+    x0, x1, x2 = sx.index_select(0, i0), sx.index_select(0, i1), sx.index_select(0, i2)
+    y0, y1, y2 = sy.index_select(0, i0), sy.index_select(0, i1), sy.index_select(0, i2)
+    z0, z1, z2 = sz.index_select(0, i0), sz.index_select(0, i1), sz.index_select(0, i2)
+    xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
+    ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
 
     # Barycentrics and 1/z are affine in the pixel position: coefficients (a, b, c) of
     # a * dx + b * dy + c relative to the box corner (xmin, ymin), rows l0, l1, l2, 1/z.
@@ -161,7 +174,7 @@ def rasterize_grid(
         1.0 - c1 - c2, c1, c2, iz0 + c1 * dz1 + c2 * dz2,  # value at the box corner
     ], 0).reshape(3, 4, -1)  # (3, 4, M)
     xmin, ymin = xmin.long(), ymin.long()
-    base = ((ident // (2 * hc * wc)) * height + ymin) * width + xmin  # flat index of each box corner
+    base = ((corner // (hc * wc)) * height + ymin) * width + xmin  # flat index of each box corner
 
     zbuf = torch.full((bsz * height * width,), -1, dtype=torch.int64, device=dev)
     start = 0
