@@ -12,9 +12,13 @@ keeps the centres that pass the barycentric inside test (inclusive by a small ep
 shared edges never leave holes: the mesh renders watertight), and writes a packed int64 key
 ``(1/z bits << 32) | triangle`` into its pixel with ``scatter_reduce(..., "amax")`` -- the
 nearest surface has the largest 1/z, and 1/z is linear in screen space, so it is evaluated
-exactly at the pixel centre. A pixel's winner is then re-evaluated with perspective-correct
-barycentrics, which is where gradients enter (``interpolate``): the *choice* of the visible
-triangle is not differentiable, the depth and attributes of the chosen point are.
+exactly at the pixel centre. Triangles lie on the innermost (contiguous) axis of every tensor
+op, so each op is one long vector op. A pixel's winner is then re-evaluated with
+perspective-correct barycentrics, which is where gradients enter (``interpolate``): the
+*choice* of the visible triangle is not differentiable, the depth and canonical coordinates of
+the chosen point are. Attributes are a texture on the canonical grid, read bilinearly at those
+canonical coordinates (``grid_sample``), as the inverse warp of ``warp.py`` reads them.
+There is no back-face culling: a surface seen from behind renders mirrored.
 
 Supersampling renders at ``s H x s W`` and average-pools; ``mask`` is the fraction of covered
 sub-samples (coverage), ``image`` is premultiplied by coverage (empty sub-samples count as 0,
