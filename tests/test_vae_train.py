@@ -12,6 +12,15 @@ from facefactors.train.vae_data import BlobsDataset, BlobsGroundTruth, render_bl
 from facefactors.utils.errors import UserError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(*overrides):
     return load_config(VAEConfig, "vae", "tiny", list(overrides))
 
@@ -56,24 +65,6 @@ def test_factor_vae_resumes_where_it_stopped(tmp_path):
         train(tiny("model.kind=factor_vae", "model.latent_dim=5"), tmp_path / "fvae")
 
 
-def test_a_briefly_trained_cvae_uses_its_condition(tmp_path):
-    """After 150 steps on blobs with the colour as condition, decoding the same z with
-    colour=red vs colour=blue must paint the disc red vs blue."""
-    cfg = tiny("model.kind=cvae", "model.condition=[colour]", "trainer.max_steps=150", "data.num_images=512", "trainer.log_every_n_steps=50", "trainer.checkpoint_every_n_steps=1000", "trainer.sample_every_n_steps=1000", "optim.lr=0.003")
-    run = train(cfg, tmp_path / "cvae")
-    model, _, _ = load_run(run.path, "cpu")
-    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        red = torch.sigmoid(model.decode(z, {"colour": torch.zeros(64, dtype=torch.long)}))
-        blue = torch.sigmoid(model.decode(z, {"colour": torch.full((64,), 2)}))
-    # Red minus blue channel, summed over the image: positive for red discs, negative for blue.
-    score_red = (red[:, 0] - red[:, 2]).sum((1, 2)).mean().item()
-    score_blue = (blue[:, 0] - blue[:, 2]).sum((1, 2)).mean().item()
-    real = torch.from_numpy(render_blobs(np.array([[0, 1, 2, 2, 0], [2, 1, 2, 2, 0]]), 32))
-    real_gap = ((real[0, 0] - real[0, 2]) - (real[1, 0] - real[1, 2])).sum().item()
-    assert score_red - score_blue > 0.2 * real_gap > 0
-
-
 def test_bad_data_source_is_one_line(tmp_path):
     with pytest.raises(UserError, match="data.source"):
         train(tiny("data.source=imagenet"), tmp_path / "bad")
@@ -91,7 +82,7 @@ def test_blobs_ground_truth_sampler_protocol():
     # x moves the disc right (x right, y down): the disc's column centre of mass grows with x.
     a, b = render_blobs(np.array([[0, 2, 0, 2, 0], [0, 2, 4, 2, 0]]), 32)
     cols = np.arange(32)
-    com = [(np.abs(im - 0.5).sum((0, 1)) * cols).sum() / np.abs(im - 0.5).sum() for im in (a, b)]
+    com = [(im.sum((0, 1)) * cols).sum() / im.sum() for im in (a, b)]
     assert com[1] > com[0] + 5
     ds = BlobsDataset(20, 32, seed=1)
     assert torch.equal(ds[3]["image"], torch.from_numpy(render_blobs(ds.factors[3:4], 32))[0])

@@ -131,6 +131,7 @@ def experiment(
     out: Path = typer.Option(Path("runs/vae_experiments"), help="folder for the runs and the report"),
     preset: str = typer.Option("quick", help="preset of every training run"),
     set_: list[str] = typer.Option([], "--set", help="override a config field of every run"),
+    rater: Optional[Path] = typer.Option(None, help="attributes: a trained rater run (default: train one under OUT)"),
 ) -> None:
     """Run one of the issue's experiments and write its report (report.md + results.json)."""
     from facefactors.experiments import vae as experiments
@@ -138,6 +139,7 @@ def experiment(
     fn = experiments.EXPERIMENTS.get(name)
     if fn is None:
         raise UserError(f"unknown experiment {name!r}; choose from {sorted(experiments.EXPERIMENTS)}")
-    result = fn(out / name, preset=preset, overrides=list(set_))
+    kwargs = {"rater_dir": str(rater)} if rater is not None and name == "attributes" else {}
+    result = fn(out / name, preset=preset, overrides=list(set_), **kwargs)
     console.print(f"[green]done[/] {out / name}/report.md")
     console.print(json.dumps(result.get("summary", {}), indent=2))

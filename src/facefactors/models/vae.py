@@ -126,12 +126,12 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = image_channels
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
             c_in = c
         self.conv = nn.Sequential(*layers)
         self.final_size = image_size // 2 ** len(channels)
         flat = c_in * self.final_size**2
-        self.fc = nn.Sequential(nn.Linear(flat + cond_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(flat + cond_dim, hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2, inplace=True))
         self.head = nn.Linear(hidden, 2 * latent_dim)
         self.latent_dim = latent_dim
 
@@ -160,11 +160,11 @@ class ConvDecoder(nn.Module):
         self.start_channels = channels[-1]
         self.fc = nn.Sequential(
             nn.Linear(latent_dim + cond_dim, hidden),
-            nn.ReLU(inplace=True),
+            nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
+            nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, channels[-1] * self.start**2),
-            nn.ReLU(inplace=True),
+            nn.LeakyReLU(0.2, inplace=True),
         )
         layers: list[nn.Module] = []
         widths = list(reversed(channels))
@@ -172,7 +172,7 @@ class ConvDecoder(nn.Module):
             c_out = widths[i + 1] if i + 1 < len(widths) else image_channels
             layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
             if i + 1 < len(widths):
-                layers.append(nn.ReLU(inplace=True))
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

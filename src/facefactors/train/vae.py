@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from facefactors.config import load_saved_config
 from facefactors.data.collate import collate
 from facefactors.data.description import DatasetDescription
 from facefactors.edit.traversal import encode_dataset, make_grid, save_png
-from facefactors.models.vae import VAE, FactorDiscriminator, VAEModelConfig, build_vae, permute_dims
-from facefactors.models.vae_losses import LossConfig, discriminator_loss, vae_objective
+from facefactors.models.vae import MODEL_KINDS, VAE, FactorDiscriminator, VAEModelConfig, build_vae, permute_dims
+from facefactors.models.vae_losses import LossConfig, discriminator_loss, resolve_beta, vae_objective
 from facefactors.train.common import RunDir, TrainerConfig, build_trainer, config_hparams, fit, prepare_run
 from facefactors.train.vae_data import DataConfig, build_dataset
 from facefactors.utils.device import resolve_device
@@ -216,8 +217,26 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=num_workers, collate_fn=collate, generator=gen, persistent_workers=num_workers > 0)
 
 
+def check_config(cfg: VAEConfig) -> None:
+    """Reject bad option values before any file is written or data rendered."""
+    if cfg.model.kind not in MODEL_KINDS:
+        raise UserError(f"model.kind={cfg.model.kind!r} is not one of {list(MODEL_KINDS)}")
+    resolve_beta(cfg.model.kind, cfg.loss)
+    choices = {"reconstruction": ("bernoulli", "gaussian"), "anneal": ("none", "capacity", "cyclical"), "tc_estimator": ("mss", "mws")}
+    for name, allowed in choices.items():
+        if getattr(cfg.loss, name) not in allowed:
+            raise UserError(f"loss.{name}={getattr(cfg.loss, name)!r} is not one of {list(allowed)}")
+    if cfg.loss.anneal == "capacity" and cfg.model.kind == "beta_tcvae":
+        raise UserError("loss.anneal=capacity controls the KL of beta_vae/vae/cvae/factor_vae; β-TCVAE has no single KL term (use anneal=cyclical)")
+    if cfg.model.kind == "cvae" and not cfg.model.condition:
+        raise UserError("model.kind=cvae needs model.condition, e.g. --set model.condition=[expression,eyeglasses]")
+    if cfg.model.kind == "factor_vae" and cfg.trainer.batch_size < 4:
+        raise UserError("FactorVAE splits each batch in two for its discriminator; use trainer.batch_size >= 4")
+
+
 def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dataset | None = None) -> RunDir:
     """Train (or resume) a VAE-family run in ``out``; returns its run directory."""
+    check_config(cfg)
     run, resuming = prepare_run(out, cfg, overwrite=overwrite)
     if dataset is None:
         dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
@@ -237,7 +256,10 @@ def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dat
     callbacks = [LossCurves(run, cfg.trainer.log_every_n_steps), SampleImages(run, fixed, cfg.trainer.sample_every_n_steps)]
     trainer = build_trainer(tcfg, run, callbacks)
     start = time.perf_counter()
-    fit(trainer, recipe, run, train_dataloaders=loader)
+    with warnings.catch_warnings():
+        # The checkpoint holds the state after the step's update, which is what a resume needs.
+        warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
+        fit(trainer, recipe, run, train_dataloaders=loader)
     wall = time.perf_counter() - start
     if trainer.is_global_zero:
         finish_run(run, recipe.model, dataset, cfg, wall)

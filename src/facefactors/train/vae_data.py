@@ -1,7 +1,7 @@
 """Data sources for the VAE recipe: the face world, a world set on disk, a photo folder, or
 ``blobs`` — a tiny synthetic data set with known factors for tests and smoke runs.
 
-``blobs`` is a dSprites-like toy (Matthey et al. 2017): a coloured disc on grey with five
+``blobs`` is a dSprites-like toy (Matthey et al. 2017): a coloured disc on black with five
 independent categorical factors (colour, size, x, y, bar — a dark horizontal "eyeglasses" bar
 across the disc). It has the same batch convention as every facefactors data set and also
 implements the metrics sampler protocol, so the whole VAE pipeline (train, attribute vectors,
@@ -27,7 +27,7 @@ BLOB_FACTORS = (
     Factor("y", "categorical", ("0", "1", "2", "3", "4")),
     Factor("bar", "categorical", ("no", "yes")),
 )
-_COLOURS = np.array([[0.9, 0.2, 0.2], [0.2, 0.8, 0.3], [0.25, 0.35, 0.95]], dtype=np.float32)
+_COLOURS = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.3, 1.0]], dtype=np.float32)
 
 
 def render_blobs(factors: np.ndarray, image_size: int = 32) -> np.ndarray:
@@ -35,17 +35,21 @@ def render_blobs(factors: np.ndarray, image_size: int = 32) -> np.ndarray:
     f = np.asarray(factors)
     s = image_size
     coords = (np.arange(s, dtype=np.float32) + 0.5) / s  # pixel centres in (0, 1)
-    cx = 0.3 + 0.1 * f[:, 2].astype(np.float32)  # x right
-    cy = 0.3 + 0.1 * f[:, 3].astype(np.float32)  # y down
-    r = 0.12 + 0.04 * f[:, 1].astype(np.float32)
+    # Large, overlapping positions and sizes: neighbouring factor values share pixels, so a
+    # decoder gets a useful gradient from the start (tiny far-apart sprites stall VAEs for long).
+    cx = 0.35 + 0.075 * f[:, 2].astype(np.float32)  # x right
+    cy = 0.35 + 0.075 * f[:, 3].astype(np.float32)  # y down
+    r = 0.2 + 0.06 * f[:, 1].astype(np.float32)
     dx = coords[None, None, :] - cx[:, None, None]
     dy = coords[None, :, None] - cy[:, None, None]
     # Soft edge of about one pixel so images vary smoothly with position.
     disc = np.clip((r[:, None, None] - np.sqrt(dx**2 + dy**2)) * s + 0.5, 0, 1)  # (N, S, S)
-    bar = (np.abs(dy) < 0.035) & (np.abs(dx) < r[:, None, None]) & (f[:, 4] == 1)[:, None, None]
+    bar = (np.abs(dy) < 0.05) & (np.abs(dx) < r[:, None, None]) & (f[:, 4] == 1)[:, None, None]
     colour = _COLOURS[f[:, 0]]  # (N, 3)
-    img = 0.5 + disc[:, None] * (colour[:, :, None, None] - 0.5)
-    img = np.where(bar[:, None], 0.05, img)
+    # Black background and saturated colours, as in dSprites: a Bernoulli decoder sees
+    # near-binary targets, so the shapes carry most of the likelihood.
+    img = disc[:, None] * colour[:, :, None, None]
+    img = np.where(bar[:, None], 0.0, img)
     return img.astype(np.float32)
 
 

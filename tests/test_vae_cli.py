@@ -1,0 +1,95 @@
+"""`facefactors vae ...` end to end on the tiny preset (synthetic blobs), and its error messages."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facefactors.cli.main import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+TRAIN = ["vae", "train", "--model", "beta_vae", "--preset", "tiny", "--set", "loss.beta=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by the tests below (training dominates their time)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    main(TRAIN + ["--out", str(out)])
+    return out
+
+
+def test_train_traverse_attribute(trained, capsys):
+    out = trained
+    assert (out / "weights.safetensors").is_file() and (out / "loss_curves.png").is_file()
+    assert "beta: 2.0" in (out / "config.yaml").read_text()
+
+    code, text = run_cli(["vae", "traverse", str(out), "--images", "2", "--steps", "5"], capsys)
+    assert code == 0, text
+    grid = np.asarray(Image.open(out / "traversals" / "traversal_0.png"))
+    assert grid.shape == (4 * 34 + 2, 5 * 34 + 2, 3)  # 4 latent dims x 5 values of 32x32 with 2-px padding
+    assert (out / "traversals" / "traversal_1.png").is_file() and (out / "traversals" / "samples.png").is_file()
+    assert len(json.loads((out / "traversals" / "dimension_kl.json").read_text())["kl_per_dim"]) == 4
+
+    code, text = run_cli(["vae", "attribute", str(out), "--attribute", "bar", "--alphas", "-1,0,1,2", "--rows", "3"], capsys)
+    assert code == 0, text
+    vec = json.loads((out / "attributes" / "bar" / "vector.json").read_text())
+    assert vec["with"] == "yes" and vec["n_with"] + vec["n_without"] == 256 and len(vec["delta"]) == 4
+    grid = np.asarray(Image.open(out / "attributes" / "bar" / "grid.png"))
+    assert grid.shape == (3 * 34 + 2, 5 * 34 + 2, 3)  # 3 faces x (original + 4 alphas)
+    assert (out / "attributes" / "bar" / "strip.png").is_file()
+
+    # Running a finished run again with the same options resumes, trains no further, succeeds.
+    code, text = run_cli(TRAIN + ["--out", str(out)], capsys)
+    assert code == 0 and "done" in text, text
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["vae", "train", "--model", "wae", "--preset", "tiny"], "model.kind='wae' is not one of"),
+        (["vae", "train", "--preset", "tiny", "--set", "model.latnt_dim=3"], "unknown field"),
+        (["vae", "train", "--preset", "huge"], "no preset 'huge'"),
+        (["vae", "train", "--model", "cvae", "--preset", "tiny"], "needs model.condition"),
+        (["vae", "train", "--model", "vae", "--preset", "tiny", "--set", "loss.beta=4"], "plain VAE"),
+        (["vae", "traverse", "nowhere"], "no such run directory"),
+        (["vae", "experiment", "nothing"], "unknown experiment"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, capsys, args, message):
+    if "train" in args:
+        args = args + ["--out", str(tmp_path / "r")]
+    code, text = run_cli(args, capsys)
+    assert code == 2
+    assert message in text and "Traceback" not in text
+
+
+def test_attribute_errors(trained, capsys):
+    out = trained
+    code, text = run_cli(["vae", "attribute", str(out), "--attribute", "smile"], capsys)
+    assert code == 2 and "not among the labels" in text
+    code, text = run_cli(["vae", "attribute", str(out), "--attribute", "colour", "--with", "purple"], capsys)
+    assert code == 2 and "no class 'purple'" in text
+    code, text = run_cli(["vae", "attribute", str(out), "--attribute", "colour", "--alphas", "1,x"], capsys)
+    assert code == 2 and "comma-separated" in text
