@@ -258,14 +258,6 @@ def interpolate(
     return z, u, v
 
 
-def scatter_pixels(values: list[torch.Tensor], frags: Fragments) -> torch.Tensor:
-    """Place per-pixel channels (C tensors of shape (P,)) into a zero (B, C, H, W) image (differentiable)."""
-    bsz, height, width = frags.size
-    pixel = frags.pixel
-    planes = [c.new_zeros(bsz * height * width).index_copy(0, pixel, c) for c in values]
-    return torch.stack(planes, 0).reshape(-1, bsz, height, width).transpose(0, 1)
-
-
 def _pool(x: torch.Tensor, s: int) -> torch.Tensor:
     """Mean over s x s blocks (strided slices are faster than avg_pool2d on CPU)."""
     out = sum(x[..., a::s, b::s] for a in range(s) for b in range(s))
@@ -334,17 +326,17 @@ def rasterize_height_field(
     on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
     frags = rasterize_grid(screen, on, hs, ws)
     z, u, v = interpolate(frags, screen, depth[:, 0])
-    full = scatter_pixels([u, v, z, torch.ones_like(z)], frags)  # (B, 4, sH, sW): u, v, z, coverage
-    texel = F.grid_sample(attributes, full[:, :2].permute(0, 2, 3, 1), mode="bilinear",
-                          padding_mode="border", align_corners=False)  # (B, C, sH, sW)
-    full = torch.cat([texel * full[:, 3:], full], 1)
+    pixel, n = frags.pixel, bsz * hs * ws
+    # canonical coordinates straight into grid_sample's (B, sH, sW, 2) layout
+    uv = z.new_zeros(n, 2).index_copy(0, pixel, torch.stack([u, v], -1)).reshape(bsz, hs, ws, 2)
+    zc = z.new_zeros(2, n)
+    zc = zc.index_copy(1, pixel, torch.stack([z, torch.ones_like(z)], 0)).reshape(2, bsz, 1, hs, ws)
+    texel = F.grid_sample(attributes, uv, mode="bilinear", padding_mode="border",
+                          align_corners=False) * zc[1]  # (B, C, sH, sW), premultiplied by coverage
     if s > 1:
-        full = _pool(full, s)  # premultiplied by coverage
-    cover = full[:, -1:]
+        texel, zc, uv = _pool(texel, s), _pool(zc, s), _pool(uv.permute(0, 3, 1, 2), s)
+    else:
+        uv = uv.permute(0, 3, 1, 2)
+    cover = zc[1]
     denom = cover.clamp(min=1e-12)
-    return Raster(
-        image=full[:, :nch],
-        depth=full[:, nch + 2:nch + 3] / denom,
-        mask=cover,
-        canonical_uv=full[:, nch:nch + 2] / denom,
-    )
+    return Raster(image=texel, depth=zc[0] / denom, mask=cover, canonical_uv=uv / denom)
