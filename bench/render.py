@@ -55,6 +55,35 @@ def world_rate(size: int, batch: int, repeats: int, device: torch.device) -> flo
     return batch / timed(step, device, repeats)
 
 
+def world_breakdown(size: int, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds per batch of the stages of FaceWorld.render: canonical maps (world), shading and
+    z-buffer (render), compositing/tone/blur/noise (world)."""
+    from facefactors.render.rasterize import rasterize_height_field
+    from facefactors.render.shading import depth_to_normal, lambertian
+    from facefactors.world import FaceWorld, WorldConfig
+
+    world = FaceWorld(WorldConfig(seed=0, image_size=size))
+    p = world.sample_params(range(batch))
+    cfg = world.config
+    depth, alb, mask, _ = world.canonical(p, size)
+    shaded = alb * lambertian(depth_to_normal(depth, cfg.fov_deg), p.light)
+    view = torch.cat([p.pose, torch.zeros(batch, 3)], -1)
+    return {
+        "params": timed(lambda: world.sample_params(range(batch)), device, repeats),
+        "canonical maps": timed(lambda: world.canonical(p, size), device, repeats),
+        "shading": timed(
+            lambda: alb * lambertian(depth_to_normal(depth, cfg.fov_deg), p.light), device, repeats
+        ),
+        "z-buffer": timed(
+            lambda: rasterize_height_field(
+                depth, shaded, mask, view, (size, size), cfg.fov_deg, cfg.supersample
+            ),
+            device,
+            repeats,
+        ),
+    }
+
+
 def render_view_time(
     device: torch.device, repeats: int, batch: int = 64, size: int = 64
 ) -> float | None:
@@ -106,6 +135,8 @@ def main() -> None:
         print(
             f"world render {size}x{size}: {rate:.1f} images/s (target >= {target} on 2 CPU cores)"
         )
+        parts = world_breakdown(size, args.batch, args.repeats, device)
+        print("  per batch: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts.items()))
     t = render_view_time(device, args.repeats)
     if t is None:
         print("render.warp.render_view: not available")
