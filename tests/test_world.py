@@ -49,8 +49,8 @@ def test_shapes_ranges_and_labels(world, batch):
     assert 0 <= float(b.image.min()) and float(b.image.max()) <= 1
     assert b.landmarks.shape == (12, 68, 2)
     assert b.depth.shape == (12, 1, SIZE, SIZE) and b.albedo.shape == (12, 3, SIZE, SIZE)
-    assert b.normal.shape == (12, 3, SIZE, SIZE) and b.canonical_mask.shape == (12, 1, SIZE, SIZE)
-    on = b.canonical_mask > 0.5
+    assert b.normal.shape == (12, 3, SIZE, SIZE) and b.mask.shape == (12, 1, SIZE, SIZE)
+    on = b.mask > 0.5
     assert bool(((b.depth[on] > 0.9) & (b.depth[on] < 1.1)).all())  # Unsup3D's depth range
     assert torch.allclose(b.normal.norm(dim=1), torch.ones(12, SIZE, SIZE), atol=1e-4)
     assert 0 <= float(b.albedo.min()) and float(b.albedo.max()) <= 1
@@ -138,11 +138,11 @@ def test_lighting_intervention_leaves_background_pixels_alone(world):
     p = world.sample_params(range(6)).replace(noise=torch.zeros(6, 2))
     q = samplers.intervene(world, p, "lighting", np.random.default_rng(1))
     a, b = world.render(p), world.render(q)
-    bg = a.mask < 1e-6
+    bg = a.coverage < 1e-6
     assert torch.allclose(
         a.image.expand(-1, 3, -1, -1)[bg.expand(-1, 3, -1, -1)], b.image[bg.expand(-1, 3, -1, -1)]
     )
-    face = a.mask > 0.99
+    face = a.coverage > 0.99
     assert float((a.image - b.image).abs().mean(1, keepdim=True)[face].mean()) > 0.01
 
 

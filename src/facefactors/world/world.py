@@ -49,12 +49,12 @@ class WorldBatch:
     image: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
     labels: dict[str, torch.Tensor]  # name -> (B,), long (categorical) or float (continuous)
     params: FaceParams
-    mask: torch.Tensor | None = None  # (B, 1, H, W) face coverage in the image
+    coverage: torch.Tensor | None = None  # (B, 1, H, W) face coverage of each image pixel
     landmarks: torch.Tensor | None = None  # (B, 68, 2) image coordinates in [-1, 1], iBUG-68 order
     depth: torch.Tensor | None = None  # (B, 1, Hc, Wc) canonical depth
     albedo: torch.Tensor | None = None  # (B, 3, Hc, Wc) canonical albedo
     normal: torch.Tensor | None = None  # (B, 3, Hc, Wc) canonical normals (camera space)
-    canonical_mask: torch.Tensor | None = None  # (B, 1, Hc, Wc)
+    mask: torch.Tensor | None = None  # (B, 1, Hc, Wc) canonical mask (ground truth)
 
 
 class FaceWorld:
@@ -263,11 +263,11 @@ class FaceWorld:
         img = imaging.blur(img, p.noise[:, 1] * size / 64)
         img = imaging.add_noise(img, p.noise[:, 0], p.noise_seed, p.camera).clamp(0, 1)
         batch = WorldBatch(
-            image=img.contiguous(), labels=self.labels(p), params=p, mask=raster.mask
+            image=img.contiguous(), labels=self.labels(p), params=p, coverage=raster.mask
         )
         if ground_truth:
             batch.landmarks = self.landmarks(p, depth, f)
-            batch.depth, batch.albedo, batch.normal, batch.canonical_mask = (
+            batch.depth, batch.albedo, batch.normal, batch.mask = (
                 depth,
                 alb,
                 normal,
