@@ -1,11 +1,11 @@
 """Samplers of the face world (DESIGN.md "Samplers"): i.i.d. sets split by identity, factor
 interventions, clips, and the label-disjoint data sets of the UFE multi-dataset experiment
-(Banerjee et al., sec. 3.3: world A labels identity/expression/lighting/pose, world B labels
+(Banerjee et al., sec. 4.1 and 4.7: world A labels identity/expression/lighting/pose, world B labels
 age/gender/eyeglasses).
 
 Interventions re-draw one factor from its own stream at a fresh stream index (FaceWorld.draw_factor),
 so every other field of the parameters is untouched; categorical factors always change class.
-Clips (LatentFace, He et al., sec. 3.2: identity is what stays constant along a video) keep
+Clips (LatentFace, He et al., sec. 2.3: identity is what stays constant along a video) keep
 identity, lighting, background, hair and camera fixed while expression and pose drift smoothly.
 """
 
