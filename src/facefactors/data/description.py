@@ -55,7 +55,7 @@ class DatasetDescription:
 
     name: str
     factors: tuple[Factor, ...]
-    labelled: tuple[str, ...] = ()  # names of the factors with labels in this set ("" = all)
+    labelled: tuple[str, ...] | None = None  # factors with labels in this set; None = all, () = none
     image_size: int = 64
     channels: int = 3
     extra: dict = field(default_factory=dict, compare=False)  # free-form provenance (world seed, split, ...)
@@ -65,7 +65,7 @@ class DatasetDescription:
         names = [f.name for f in self.factors]
         if len(set(names)) != len(names):
             raise ValueError(f"data set {self.name!r}: duplicate factor names in {names}")
-        labelled = tuple(self.labelled) if self.labelled else tuple(names)
+        labelled = tuple(names) if self.labelled is None else tuple(self.labelled)
         unknown = sorted(set(labelled) - set(names))
         if unknown:
             raise ValueError(f"data set {self.name!r}: labelled factors {unknown} are not among the factors {names}")
@@ -96,11 +96,11 @@ class DatasetDescription:
     def categorical(self) -> list[Factor]:
         return [f for f in self.factors if f.is_categorical]
 
-    def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> "DatasetDescription":
+    def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> DatasetDescription:
         """The same factors with only ``labelled`` carrying labels (e.g. world B of the UFE paper)."""
         return DatasetDescription(name or self.name, self.factors, tuple(labelled), self.image_size, self.channels, dict(self.extra))
 
-    def union(self, other: "DatasetDescription", name: str) -> "DatasetDescription":
+    def union(self, other: DatasetDescription, name: str) -> DatasetDescription:
         """Factors of both sets (same-named factors must agree); labelled = labelled in either."""
         factors = list(self.factors)
         for f in other.factors:
@@ -127,7 +127,7 @@ class DatasetDescription:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatasetDescription":
+    def from_dict(cls, d: dict) -> DatasetDescription:
         factors = tuple(
             Factor(
                 name=f["name"],
@@ -141,7 +141,7 @@ class DatasetDescription:
         return cls(
             name=d["name"],
             factors=factors,
-            labelled=tuple(d.get("labelled", ())),
+            labelled=None if d.get("labelled") is None else tuple(d["labelled"]),
             image_size=int(d.get("image_size", 64)),
             channels=int(d.get("channels", 3)),
             extra=dict(d.get("extra", {})),
@@ -153,7 +153,7 @@ class DatasetDescription:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "DatasetDescription":
+    def load(cls, path: str | Path) -> DatasetDescription:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -77,7 +77,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f}
     except Exception as e:  # safetensors raises several types for corrupt headers
         raise UserError(f"{path}: not a readable safetensors file ({e}); re-save it or retrain") from None
     return tensors, metadata

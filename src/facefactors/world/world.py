@@ -100,7 +100,7 @@ class FaceWorld:
             Factor("light_y", "continuous", group="lighting"),
         )
         extra = {"world_seed": cfg.seed, "split": split}
-        return DatasetDescription(name or f"world-{split}", factors, (), cfg.image_size, 3, extra)
+        return DatasetDescription(name or f"world-{split}", factors, None, cfg.image_size, 3, extra)
 
     @property
     def description(self) -> DatasetDescription:
