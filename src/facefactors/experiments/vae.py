@@ -74,7 +74,7 @@ class ReplaySampler:
     def __init__(self, sampler):
         self.sampler = sampler
         self.factor_names, self.factor_sizes = sampler.factor_names, sampler.factor_sizes
-        self.tape: list[tuple[np.ndarray, np.ndarray]] = []
+        self.tape: list[tuple[np.ndarray, np.ndarray, dict]] = []  # (factors, uint8 obs, rng state after)
         self.position = 0
 
     def rewind(self) -> None:
@@ -85,13 +85,14 @@ class ReplaySampler:
 
     def sample_observations(self, factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.position < len(self.tape):
-            f, obs = self.tape[self.position]
+            f, obs, state = self.tape[self.position]
             if np.array_equal(f, factors):
                 self.position += 1
+                rng.bit_generator.state = state  # advance the caller's rng as the render did
                 return obs.astype(np.float32) / 255.0
             self.tape = self.tape[: self.position]  # a different call sequence: record afresh
         obs = self.sampler.sample_observations(factors, rng)
-        self.tape.append((np.asarray(factors).copy(), np.round(np.clip(obs, 0, 1) * 255).astype(np.uint8)))
+        self.tape.append((np.asarray(factors).copy(), np.round(np.clip(obs, 0, 1) * 255).astype(np.uint8), rng.bit_generator.state))
         self.position += 1
         return self.tape[-1][1].astype(np.float32) / 255.0
 

@@ -1,0 +1,121 @@
+"""Side by side with an established library: pythae's BetaVAE (Chadebec et al. 2022) vs ours.
+
+Same architecture (pythae's encoder/decoder wrap our ``ConvEncoder``/``ConvDecoder``, so the
+parameter count is identical), same beta, Bernoulli/BCE reconstruction, optimiser (Adam, same
+learning rate and betas), batch size, training images and number of optimisation steps
+(whole epochs), in one process on one thread. Both trained models are then scored by the same
+code on the same ground-truth renders (``experiments/vae.py: score_model``).
+
+pythae is an optional extra (``pip install pythae``; pyproject extra ``[compare]``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from facefactors.experiments.vae import EvalSizes, ReplaySampler, SIZES, _table, ground_truth_sampler, observations, score_model, variant_config
+from facefactors.models.vae import VAE, ConvDecoder, ConvEncoder
+from facefactors.train.vae import load_run, train
+from facefactors.train.vae_data import build_dataset
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import atomic_write_json, atomic_write_text
+
+
+def _pythae_modules(model_cfg):
+    """pythae encoder/decoder classes around our networks (imported lazily: optional extra)."""
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    args = (model_cfg.image_channels, model_cfg.image_size, tuple(model_cfg.channels), model_cfg.hidden, model_cfg.latent_dim)
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = ConvEncoder(*args)
+
+        def forward(self, x):
+            mu, logvar = self.net(x)
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = ConvDecoder(*args)
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))  # pythae's BCE takes probabilities
+
+    return Encoder(), Decoder()
+
+
+def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None, variant: str = "beta2") -> dict:
+    try:
+        from pythae.data.datasets import BaseDataset
+        from pythae.models import BetaVAE, BetaVAEConfig
+        from pythae.pipelines import TrainingPipeline
+        from pythae.trainers import BaseTrainerConfig
+    except ImportError:
+        raise UserError("this experiment needs pythae: pip install pythae (check first with pip install --dry-run pythae that it keeps your torch)") from None
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = variant_config(variant, preset, list(overrides or []))
+    dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # (N, 3, S, S)
+    batch = cfg.trainer.batch_size
+    steps_per_epoch = len(images) // batch
+    epochs = max(1, round(cfg.trainer.max_steps / steps_per_epoch))
+    cfg.trainer.max_steps = epochs * steps_per_epoch  # whole epochs, as pythae trains
+    beta = float(cfg.loss.beta)
+
+    # Ours (Lightning recipe).
+    start = time.perf_counter()
+    run = train(cfg, out / "ours", overwrite=True, dataset=dataset)
+    ours_total = time.perf_counter() - start
+    ours_model, _, _ = load_run(run.path, "cpu")
+    ours_fit = float(json.loads(run.metrics.read_text())["train_wall_s"])
+
+    # pythae BetaVAE, same networks and settings.
+    torch.manual_seed(cfg.trainer.seed)
+    enc, dec = _pythae_modules(cfg.model)
+    pmodel = BetaVAE(BetaVAEConfig(input_dim=tuple(images.shape[1:]), latent_dim=cfg.model.latent_dim, beta=beta, reconstruction_loss="bce"), encoder=enc, decoder=dec)
+    tcfg = BaseTrainerConfig(
+        output_dir=str(out / "pythae"),
+        num_epochs=epochs,
+        learning_rate=cfg.optim.lr,
+        per_device_train_batch_size=batch,
+        optimizer_params={"betas": tuple(cfg.optim.betas)},
+        seed=cfg.trainer.seed,
+        no_cuda=not torch.cuda.is_available(),
+    )
+    start = time.perf_counter()
+    TrainingPipeline(training_config=tcfg, model=pmodel)(train_data=BaseDataset(images, torch.zeros(len(images))))
+    pythae_total = time.perf_counter() - start
+    theirs = VAE(cfg.model)
+    theirs.encoder.load_state_dict(pmodel.encoder.net.state_dict())
+    theirs.decoder.load_state_dict(pmodel.decoder.net.state_dict())
+    theirs.eval()
+
+    sizes: EvalSizes = SIZES.get(preset, EvalSizes())
+    sampler = ReplaySampler(ground_truth_sampler(cfg))
+    factors, obs = observations(sampler.sampler, sizes.codes, seed=0)
+    rows = []
+    for name, model, wall, fit_s in (("facefactors", ours_model, ours_total, ours_fit), ("pythae", theirs, pythae_total, pythae_total)):
+        row = {"library": name, "beta": beta, "epochs": epochs, "steps": cfg.trainer.max_steps, "train_call_s": round(wall, 1), "fit_s": round(fit_s, 1)}
+        row["params"] = sum(p.numel() for p in model.parameters())
+        row.update(score_model(model, sampler, sizes, factors, obs))
+        rows.append(row)
+    cols = [("library", "library", ""), ("params", "params", "d"), ("steps", "steps", "d"), ("reconstruction_nats", "recon (nats)", ".1f"), ("mig", "MIG", ".3f"),
+            ("dci_disentanglement", "DCI-D", ".3f"), ("sap", "SAP", ".3f"), ("factor_vae_score", "FactorVAE", ".3f"), ("fit_s", "fit s", ".1f"), ("train_call_s", "whole call s", ".1f")]
+    report = (
+        f"# facefactors vs pythae BetaVAE (beta={beta:g}, {preset} preset, {len(images)} images, {epochs} epochs of {steps_per_epoch} steps)\n\n"
+        "Same networks, loss, optimiser, data and steps, one process, one thread. 'fit s' is the training loop "
+        "(ours: Lightning fit incl. checkpoints and sample grids; pythae: its whole pipeline call), "
+        "'whole call s' adds ours' final encoding of the training set for features.npz.\n\n" + _table(rows, cols)
+    )
+    atomic_write_text(out / "report.md", report)
+    result = {"rows": rows, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s")} for r in rows}}
+    atomic_write_json(out / "results.json", result)
+    return result
