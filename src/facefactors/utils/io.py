@@ -77,8 +77,8 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f}
-    except Exception as e:  # safetensors raises several types for corrupt headers
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as e:  # noqa: BLE001 (safetensors raises several types for corrupt headers)
         raise UserError(f"{path}: not a readable safetensors file ({e}); re-save it or retrain") from None
     return tensors, metadata
 
