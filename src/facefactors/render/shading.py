@@ -48,14 +48,18 @@ _SH_ORDER = (0, 1, 1, 1, 2, 2, 2, 2, 2)  # order l of each of the 9 basis functi
 
 def depth_to_normal(depth: torch.Tensor, fov_deg: float = camera.DEFAULT_FOV_DEG) -> torch.Tensor:
     """Unit camera-space normals of a depth map: (B, 1, H, W) -> (B, 3, H, W), facing the camera: n_z < 0."""
-    pts = camera.unproject(depth, fov_deg).permute(0, 3, 1, 2)  # (B, 3, H, W)
+    pts = camera.unproject(depth, fov_deg).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
     # replicate padding makes the border differences one-sided (same direction, half length)
     pad = F.pad(pts, (1, 1, 1, 1), mode="replicate")
     du = pad[:, :, 1:-1, 2:] - pad[:, :, 1:-1, :-2]  # along +x (columns)
     dv = pad[:, :, 2:, 1:-1] - pad[:, :, :-2, 1:-1]  # along +y (rows, down)
-    # du x dv points away from the camera (+z for a frontal plane); flip it to face the camera
-    normal = torch.cross(dv, du, dim=1)
-    return normal / normal.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    # dv x du faces the camera (-z for a frontal plane; du x dv would point away). Written out
+    # per component: torch.cross and norm over the channel dim are several times slower on CPU.
+    ux, uy, uz = du.unbind(1)
+    vx, vy, vz = dv.unbind(1)
+    nx, ny, nz = vy * uz - vz * uy, vz * ux - vx * uz, vx * uy - vy * ux
+    inv = torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp(min=1e-24))
+    return torch.stack([nx * inv, ny * inv, nz * inv], 1)
 
 
 def light_direction(light: torch.Tensor) -> torch.Tensor:
