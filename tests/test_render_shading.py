@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from facefactors.render import camera
-from facefactors.render.shading import depth_to_normal, lambertian, lambertian_to_sh, sh_basis, sh_shading
+from facefactors.render.shading import (
+    depth_to_normal,
+    lambertian,
+    lambertian_to_sh,
+    sh_basis,
+    sh_shading,
+)
 
 
 def _sphere_quadrature(n_theta=64, n_phi=128):

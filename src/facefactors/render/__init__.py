@@ -14,7 +14,13 @@ from facefactors.render.camera import (
     unproject,
 )
 from facefactors.render.rasterize import Raster, rasterize_height_field
-from facefactors.render.shading import depth_to_normal, lambertian, lambertian_to_sh, sh_basis, sh_shading
+from facefactors.render.shading import (
+    depth_to_normal,
+    lambertian,
+    lambertian_to_sh,
+    sh_basis,
+    sh_shading,
+)
 from facefactors.render.warp import render_view, warp_grid
 
 __all__ = [

@@ -22,7 +22,7 @@ from facefactors.utils.device import resolve_device
 
 
 def face_like_batch(batch: int, size: int, device: torch.device):
-    """A face-sized ellipsoid height field with poses spread over +-30 degrees of yaw."""
+    """(depth, albedo, mask, view): a face-sized ellipsoid height field, yaw spread over +-30 degrees."""
     g = torch.linspace(-1, 1, size, device=device)
     yy, xx = torch.meshgrid(g, g, indexing="ij")
     r2 = (xx / 0.8) ** 2 + (yy / 0.95) ** 2
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={device} threads={torch.get_num_threads()} batch={args.batch} load_avg_1min={load:.1f}")
     for size in (64, 128):
-        depth, albedo, mask, view = face_like_batch(args.batch, size, device)
-        ms, cpu = _best_ms(lambda: rasterize_height_field(depth, albedo, mask, view, supersample=2), device,
-                           args.repeats)
+        batch = face_like_batch(args.batch, size, device)
+        ms, cpu = _best_ms(lambda b=batch: rasterize_height_field(*b, supersample=2), device, args.repeats)
         print(f"rasterize_height_field {size}x{size} supersample=2: {ms:8.1f} ms/batch  "
               f"{1000.0 * args.batch / ms:8.0f} images/s  (process CPU {cpu:.1f} ms)")
     depth, albedo, mask, view = face_like_batch(args.batch, 64, device)

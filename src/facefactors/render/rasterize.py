@@ -313,7 +313,7 @@ def rasterize_height_field(
     vertices and is exact for attributes linear in (u, v).
     """
     _check_inputs(depth, attributes, mask, view)
-    bsz, nch, hc, wc = attributes.shape
+    bsz, _, hc, wc = attributes.shape
     if image_size is None:
         image_size = (hc, wc)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
