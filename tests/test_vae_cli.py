@@ -93,3 +93,32 @@ def test_attribute_errors(trained, capsys):
     assert code == 2 and "no class 'purple'" in text
     code, text = run_cli(["vae", "attribute", str(out), "--attribute", "colour", "--alphas", "1,x"], capsys)
     assert code == 2 and "comma-separated" in text
+
+
+def test_attribute_on_a_user_folder_with_labels_csv(trained, tmp_path, capsys):
+    """Any categorical column of a user's labels.csv works, with its own class names."""
+    from facefactors.data.description import DatasetDescription, Factor
+    from facefactors.data.labels import write_label_table, write_label_yaml
+    from facefactors.train.vae_data import render_blobs
+
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, k, 24) for k in (3, 3, 5, 5, 2)], 1)
+    images = render_blobs(factors, 32)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    keys = []
+    for i, img in enumerate(images):
+        keys.append(f"img_{i:02d}.png")
+        Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(folder / keys[-1])
+    glasses = factors[:, 4].copy()
+    glasses[:3] = -1  # a few unlabelled rows
+    desc = DatasetDescription("photos", (Factor("glasses", "categorical", ("without", "with")),))
+    write_label_table(folder / "labels.csv", "file", keys, {"glasses": glasses}, desc)
+    write_label_yaml(folder / "labels.yaml", desc)
+    out = tmp_path / "edits"
+    code, text = run_cli(["vae", "attribute", str(trained), "--attribute", "glasses", "--with", "with", "--data", str(folder), "--rows", "2", "--out", str(out)], capsys)
+    assert code == 0, text
+    vec = json.loads((out / "vector.json").read_text())
+    assert (vec["with"], vec["without"]) == ("with", "without")
+    assert vec["n_with"] == int((glasses == 1).sum()) and vec["n_without"] == int((glasses == 0).sum())
+    assert (out / "grid.png").is_file() and (out / "strip.png").is_file()
