@@ -169,3 +169,28 @@ def test_full_loss_every_parameter_gets_a_gradient_no_nan():
     total, terms = ufe_losses(model, image, labels, cfg, dis_lambda=0.0)
     expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_rec_gradient_into_encoder_can_be_scaled_without_changing_the_loss():
+    from facefactors.train.ufe_losses import rec_to_encoder, scale_grad
+
+    x = torch.randn(3, requires_grad=True)
+    (scale_grad(x, 0.25) * 2).sum().backward()
+    assert torch.allclose(x.grad, torch.full((3,), 0.5))
+    assert rec_to_encoder(4, UFELossConfig(rec_to_encoder=0.1, rec_encoder_warmup_steps=5)) == 0.0
+    assert rec_to_encoder(5, UFELossConfig(rec_to_encoder=0.1, rec_encoder_warmup_steps=5)) == 0.1
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    image = torch.rand(4, 3, 32, 32)
+    cfg = UFELossConfig(cls=0, con=0, oth=0)  # L_rec alone
+    grads = {}
+    for r in (1.0, 0.0):
+        model.zero_grad()
+        torch.manual_seed(1)  # same noise draw
+        total, terms = ufe_losses(model, image, {}, cfg, 0.0, rec_grad=r)
+        total.backward()
+        grads[r] = (total.item(), model.encoder.projections["identity"].weight.grad.clone(), model.decoder.const.grad.clone())
+    assert grads[1.0][0] == pytest.approx(grads[0.0][0])  # same loss value
+    assert grads[1.0][1].abs().sum() > 0 and grads[0.0][1].abs().sum() == 0  # E cut off
+    assert torch.allclose(grads[1.0][2], grads[0.0][2])  # D trained the same

@@ -74,6 +74,11 @@ class UFEEncoder(nn.Module):
     ):
         super().__init__()
         self.trunk = ResidualEncoder(image_size, channels)
+        # Batch-normalising the flattened maps (no affine: the dense layers carry the scale)
+        # gives every subspace image-dependent inputs from the first step; without it the
+        # features of all images start nearly equal (spread ~0.02 after the sigmoid) and the
+        # heads sit at chance for hundreds of steps.
+        self.norm = nn.BatchNorm1d(self.trunk.out_dim, affine=False)
         self.names = [*attributes, OTHERS]
         self.projections = nn.ModuleDict({n: nn.Linear(self.trunk.out_dim, feature_dim) for n in self.names})
         self.feature_dim = feature_dim
@@ -81,7 +86,7 @@ class UFEEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Features:
         check_shape(image, (None, 3, self.image_size, self.image_size), "UFE input image")
-        h = self.trunk(image)  # (B, C * h * w)
+        h = self.norm(self.trunk(image * 2 - 1))  # (B, C * h * w); images centred to [-1, 1]
         return {n: torch.sigmoid(self.projections[n](h)) for n in self.names}  # each (B, D)
 
 

@@ -18,7 +18,7 @@ from facefactors.config import load_saved_config
 from facefactors.data.description import DatasetDescription
 from facefactors.models.ufe import UFE, UFEConfig
 from facefactors.train.common import RunDir, TrainerConfig, build_trainer, fit, prepare_run
-from facefactors.train.ufe_losses import UFELossConfig, dis_weight, ufe_losses
+from facefactors.train.ufe_losses import UFELossConfig, dis_weight, rec_to_encoder, ufe_losses
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
 
@@ -76,7 +76,8 @@ class UFERecipe(L.LightningModule):
         lam = dis_weight(step, self.cfg.trainer.max_steps, self.cfg.loss)
         if self.cfg.loss.dis_every > 1 and step % self.cfg.loss.dis_every:
             lam = 0.0
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator)
+        rec_grad = rec_to_encoder(step, self.cfg.loss)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator, rec_grad)
         B = batch["image"].shape[0]
         self.log("loss", total, prog_bar=True, batch_size=B)
         self.log("lambda_dis", lam, batch_size=B)
