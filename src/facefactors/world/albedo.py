@@ -14,7 +14,8 @@ import torch
 from facefactors.world.expression import W, _mouth
 from facefactors.world.identity import A, jaw_half_width
 from facefactors.world.landmarks import lower_lid, lower_lip, upper_lid, upper_lip
-from facefactors.world.surface import col, gauss, soft, windows
+from facefactors.world.fastmath import gauss, gauss1, soft
+from facefactors.world.surface import col, windows
 
 _SKIN_LIGHT = torch.tensor([0.96, 0.80, 0.70])
 _SKIN_DARK = torch.tensor([0.30, 0.19, 0.13])
@@ -94,7 +95,7 @@ def paint(x, y, px, f, p, regions, gap, m):
     axe = xe.abs()
     re = (axe - ex) / ew
     shade = 1 - 0.22 * gauss(axe, ye, ex, ey - 0.01, 0.13, 0.07)
-    crease = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.028) / 0.012) ** 2)) * soft(
+    crease = gauss1(ye - upper_lid(re, ey, eh), -0.028, 0.012) * soft(
         1 - re.abs(), 0.1
     )
     shade = shade - 0.25 * crease
@@ -117,10 +118,10 @@ def paint(x, y, px, f, p, regions, gap, m):
     )
     eye = _mix(eye, torch.full((b, 3, 1, 1), 0.03), soft(0.17 * ew - d_iris, 0.003))
     sub = _mix(sub, eye, opening)
-    lid_line = torch.exp(-(((ye - upper_lid(re, ey, eh) + 0.005) / 0.011) ** 2)) * soft(
+    lid_line = gauss1(ye - upper_lid(re, ey, eh), -0.005, 0.011) * soft(
         1.15 - re.abs(), 0.03
     )
-    low_line = torch.exp(-(((ye - lower_lid(re, ey, eh)) / 0.006) ** 2)) * soft(1 - re.abs(), 0.03)
+    low_line = gauss1(ye - lower_lid(re, ey, eh), 0, 0.006) * soft(1 - re.abs(), 0.03)
     sub = sub * (1 - 0.92 * lid_line - 0.4 * low_line).clamp(min=0.05)[:, None]
     # brows: a band along the quadratic through the outer, peak and inner brow points
     bx0, bx1, bx2 = ex + 2.15 * ew, ex + 0.45 * ew, ex - 1.45 * ew
@@ -167,7 +168,7 @@ def paint(x, y, px, f, p, regions, gap, m):
     fold_d = _segment_distance(
         xm.abs(), ym, col(f, "nose_w") + 0.01, col(f, "nose_base_y") - 0.05, mw + 0.035, my + 0.04
     )
-    fold = torch.exp(-((fold_d / 0.012) ** 2)) * (
+    fold = gauss1(fold_d, 0, 0.012) * (
         old + 0.8 * p.expression_weights[:, W["smile"]][:, None, None]
     )
     r = xm / mw
@@ -183,7 +184,7 @@ def paint(x, y, px, f, p, regions, gap, m):
     sub = k(out) * (1 - 0.18 * fold.clamp(max=1))[:, None]
     sub = _mix(sub, _rgb(lip_c), 0.9 * lip)
     sub = (
-        sub * (1 - 0.55 * torch.exp(-(((ym - my) / 0.007) ** 2)) * soft(1 - r.abs(), 0.05))[:, None]
+        sub * (1 - 0.55 * gauss1(ym, my, 0.007) * soft(1 - r.abs(), 0.05))[:, None]
     )
     out[..., k.rows, k.cols] = sub
 

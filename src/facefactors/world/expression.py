@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from facefactors.world.fastmath import expn, gauss1
+
 BLENDSHAPES = (
     "smile", "mouth_open", "lip_corner_down", "brow_raise", "inner_brow_raise", "brow_lower",
     "eye_widen", "eye_squint", "nose_wrinkle", "upper_lip_raise", "lip_press",
@@ -117,7 +119,7 @@ def smooth_backward(p: torch.Tensor, hs) -> torch.Tensor:
     """S(p): backward displacement of the smooth part. p (B, N, 2) -> (B, N, 2)."""
     c, d, s = hs  # (B, J, 2)
     diff = (p[:, :, None, :] - (c + d)[:, None]) / s[:, None]  # (B, N, J, 2)
-    g = torch.exp(-(diff * diff).sum(-1))  # (B, N, J)
+    g = expn(-(diff * diff).sum(-1))  # (B, N, J)
     return -torch.einsum("bnj,bjk->bnk", g, d)
 
 
@@ -132,8 +134,8 @@ def smooth_backward_grid(size: int, hs) -> torch.Tensor:
     c, d, s = hs  # (B, J, 2)
     t = pixel_centers(size, device=c.device)  # (S,)
     cd = c + d
-    gx = torch.exp(-(((t[None, None, :] - cd[..., 0:1]) / s[..., 0:1]) ** 2))  # (B, J, W)
-    gy = torch.exp(-(((t[None, None, :] - cd[..., 1:2]) / s[..., 1:2]) ** 2))  # (B, J, H)
+    gx = gauss1(t[None, None, :], cd[..., 0:1], s[..., 0:1])  # (B, J, W)
+    gy = gauss1(t[None, None, :], cd[..., 1:2], s[..., 1:2])  # (B, J, H)
     out = [-(gy * d[..., k : k + 1]).transpose(1, 2) @ gx for k in range(2)]  # each (B, H, W)
     return torch.stack(out, -1).reshape(c.shape[0], size * size, 2)
 
@@ -141,7 +143,9 @@ def smooth_backward_grid(size: int, hs) -> torch.Tensor:
 def _mouth(w: torch.Tensor, f, x: torch.Tensor):
     """Upper and lower shifts of the mouth opening at column x (B, N) and the reach below the lips."""
     o = w[:, W["mouth_open"]][:, None]
-    prof = torch.exp(-((x / (0.8 * f["mouth_w"][:, None])) ** 4))
+    q = x / (0.8 * f["mouth_w"][:, None])
+    q = q * q
+    prof = expn(-(q * q))
     reach_l = (f["chin_y"] - f["mouth_y"] + 0.15)[:, None]
     return o * _UPPER_SHIFT * prof, o * _LOWER_SHIFT * prof, reach_l
 

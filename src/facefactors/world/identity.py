@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from facefactors.world.fastmath import powf
 from facefactors.world.params import IdentityParams
 from facefactors.world.seeding import Draws
 
@@ -116,7 +117,7 @@ def jaw_half_width(y: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
     shp = (-1,) + (1,) * (y.dim() - 1)
     jaw_w, top, chin, p = (f[k].reshape(shp) for k in ("jaw_w", "jaw_top", "chin_y", "jaw_p"))
     s = ((y - top) / (chin - top)).clamp(0, 1)
-    lower = jaw_w * (1 - s.pow(p)).clamp_min(0).pow(1 / p)
+    lower = jaw_w * powf((1 - powf(s, p)).clamp_min(0), 1 / p)
     up = ((top - y) / 1.05).clamp(0, 1)
     upper = jaw_w * 1.03 * (1 - up * up).clamp_min(0).sqrt()
     return torch.where(y < top, upper, torch.where(y > chin, torch.zeros_like(lower), lower))

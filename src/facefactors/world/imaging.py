@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from facefactors.render.camera import image_grid
+from facefactors.world.fastmath import powf
 
 
 def background(bg: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -39,9 +40,9 @@ def sample_background(u: torch.Tensor) -> torch.Tensor:
 
 def tone(image: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
     """Camera domain: RGB keeps a mild gamma; NIR-like becomes grey with a flatter curve. (B,3,H,W)."""
-    rgb = image.clamp(0, 1).pow(1 / 1.1)
+    rgb = powf(image.clamp(0, 1), 1 / 1.1)
     grey = (0.6 * image[:, 0:1] + 0.3 * image[:, 1:2] + 0.1 * image[:, 2:3]).clamp(0, 1)
-    nir = (0.12 + 0.85 * grey.pow(0.75)).expand(-1, 3, -1, -1)
+    nir = (0.12 + 0.85 * powf(grey, 0.75)).expand(-1, 3, -1, -1)
     return torch.where(camera[:, None, None, None] == 1, nir, rgb)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from facefactors.world.fastmath import gauss1, powf
 from facefactors.world.identity import jaw_half_width
 
 LIP_GAP = 0.004  # inner lip landmarks sit this far off the lip line, on their own lip (corners on the upper one)
@@ -30,21 +31,21 @@ def lid_profile(r: torch.Tensor) -> torch.Tensor:
 
 
 def upper_lid(r, eye_y, eye_h):
-    return eye_y - eye_h * lid_profile(r).pow(0.7)
+    return eye_y - eye_h * powf(lid_profile(r), 0.7)
 
 
 def lower_lid(r, eye_y, eye_h):
-    return eye_y + 0.8 * eye_h * lid_profile(r).pow(0.9)
+    return eye_y + 0.8 * eye_h * powf(lid_profile(r), 0.9)
 
 
 def upper_lip(r, mouth_y, lip_u):
     """Outer edge of the upper lip, r = x / mouth half-width; a dip at the centre (Cupid's bow)."""
-    base = (1 - r * r).clamp_min(0).pow(0.6)
-    return mouth_y - lip_u * base * (1 - 0.2 * torch.exp(-((r / 0.16) ** 2)))
+    base = powf((1 - r * r).clamp_min(0), 0.6)
+    return mouth_y - lip_u * base * (1 - 0.2 * gauss1(r, 0, 0.16))
 
 
 def lower_lip(r, mouth_y, lip_l):
-    return mouth_y + lip_l * (1 - r * r).clamp_min(0).pow(0.7)
+    return mouth_y + lip_l * powf((1 - r * r).clamp_min(0), 0.7)
 
 
 def canonical_landmarks(f: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,19 +14,13 @@ import math
 
 import torch
 
+from facefactors.world.fastmath import expn, gauss, gauss1, soft  # noqa: F401  (gauss, soft re-exported)
 from facefactors.world.identity import jaw_half_width
 
 Z0 = 1.02  # depth of the head silhouette, just behind the pivot (1.0) so heads turn about their middle; nose tip ~0.96
 NECK_W = 0.31  # neck half-width, canonical units
 
 
-def gauss(x, y, cx, cy, sx, sy):
-    return torch.exp(-(((x - cx) / sx) ** 2) - ((y - cy) / sy) ** 2)
-
-
-def soft(x, width):
-    """Smooth step 0 -> 1 around x = 0 over ``width`` (anti-aliased region edges)."""
-    return torch.sigmoid(x / width)
 
 
 class Window:
@@ -121,10 +115,10 @@ def relief(x, y, f, hair, albedo_hairline, px):
     xn, yn = k(x), k(y)
     bridge = ey - 0.03
     tt = ((yn - bridge) / (tip - bridge)).clamp(0, 1)
-    below = torch.exp(-(((yn - tip).clamp_min(0) / 0.055) ** 2))
+    below = gauss1((yn - tip).clamp_min(0), 0, 0.055)
     nose_prof = (0.22 + 0.78 * tt * tt * (3 - 2 * tt)) * below * soft(yn - bridge + 0.02, 0.02)
     sig = 0.03 + 0.035 * tt
-    nose = col(f, "nose_h") * nose_prof * torch.exp(-((xn / sig) ** 2))
+    nose = col(f, "nose_h") * nose_prof * gauss1(xn, 0, sig)
     nose = nose + 0.05 * gauss(
         xn.abs(), yn, 0.7 * col(f, "nose_w"), tip + 0.035, 0.045, 0.035
     )  # alae
