@@ -35,8 +35,7 @@ def _rgb(c: torch.Tensor) -> torch.Tensor:
 
 def _mix(base, colour, weight):
     """Alpha-blend a (B, 3, 1, 1) or (B, 3, H, W) colour into base with weight (B, H, W)."""
-    w = weight[:, None]
-    return base * (1 - w) + colour * w
+    return torch.lerp(base, colour, weight[:, None])  # one pass: base + w (colour - base)
 
 
 def skin_colour(albedo: torch.Tensor) -> torch.Tensor:
@@ -194,7 +193,7 @@ def paint(x, y, px, f, p, regions, gap, m):
         k = win["lower"]
         xl, yl = k(x), k(y)
         axl = xl.abs()
-        w = jaw_half_width(yl, f)
+        w = k(regions["outline"])
         rl = xl / mw
         lip_l = (
             soft(yl - upper_lip(rl, my, col(f, "lip_u")), 0.006)

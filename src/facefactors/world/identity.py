@@ -111,13 +111,20 @@ def features(shape: torch.Tensor) -> dict[str, torch.Tensor]:
     return f
 
 
-def jaw_half_width(y: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
+def jaw_half_width(y: torch.Tensor, f: dict[str, torch.Tensor], parts: bool = False):
     """Half-width of the face outline at height ``y``: cranium ellipse above the eyes,
-    a superellipse from the jaw top down to the chin (0 beyond). Broadcasts ``y`` with (B,...)."""
+    a superellipse from the jaw top down to the chin (0 beyond). Broadcasts ``y`` with (B,...).
+
+    ``parts=True`` also returns what surface.relief reuses: the mask y < jaw top, the cranium
+    profile sqrt(1 - up^2) and the jaw parameter s in [0, 1] (computed once, not twice).
+    """
     shp = (-1,) + (1,) * (y.dim() - 1)
     jaw_w, top, chin, p = (f[k].reshape(shp) for k in ("jaw_w", "jaw_top", "chin_y", "jaw_p"))
-    s = ((y - top) / (chin - top)).clamp(0, 1)
-    lower = jaw_w * powf((1 - powf(s, p)).clamp_min(0), 1 / p)
-    up = ((top - y) / 1.05).clamp(0, 1)
-    upper = jaw_w * 1.03 * (1 - up * up).clamp_min(0).sqrt()
-    return torch.where(y < top, upper, torch.where(y > chin, torch.zeros_like(lower), lower))
+    s = ((y - top) / (chin - top)).clamp_(0, 1)
+    lower = powf((1 - powf(s, p)).clamp_min_(0), 1 / p).mul_(jaw_w)
+    lower.masked_fill_(y > chin, 0.0)
+    up = ((top - y) / 1.05).clamp_(0, 1)
+    cranium = (1 - up * up).clamp_min_(0).sqrt_()
+    above = y < top
+    w = torch.where(above, cranium * (jaw_w * 1.03), lower)
+    return (w, above, cranium, s) if parts else w

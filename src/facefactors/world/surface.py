@@ -99,15 +99,13 @@ def hair_regions(x, y, f, hair, albedo_hairline, px, w=None):
 
 def relief(x, y, f, hair, albedo_hairline, px):
     """Relief R (B, H, W), mask (B, H, W), and region masks (face, hair, neck) at neutral points (x, y)."""
-    w = jaw_half_width(y, f)
+    w, above, cranium, s = jaw_half_width(y, f, parts=True)
     ax = x.abs()
-    top, chin = col(f, "jaw_top"), col(f, "chin_y")
+    chin = col(f, "chin_y")
     hd = col(f, "head_depth")
-    s = ((y - top) / (chin - top)).clamp(0, 1)
-    up = ((top - y) / 1.05).clamp(0, 1)
-    front = torch.where(y < top, hd * (1 - up * up).clamp_min(0).sqrt(), hd * (1 - 0.3 * s * s))
-    q = (ax / w.clamp_min(1e-4)).clamp(0, 1)
-    r = front * (1 - q * q * q.sqrt()).clamp_min(0).sqrt()  # superellipse, exponent 2.5
+    front = torch.where(above, cranium, (s * s).mul_(-0.3).add_(1)).mul_(hd)
+    q = (ax / w.clamp_min(1e-4)).clamp_(0, 1)
+    r = front.mul_((1 - q * q * q.sqrt()).clamp_min_(0).sqrt_())  # superellipse, exponent 2.5
 
     win = windows(x.shape[-1])
     ex, ey, tip = col(f, "eye_x"), col(f, "eye_y"), col(f, "nose_tip_y")
@@ -146,22 +144,27 @@ def relief(x, y, f, hair, albedo_hairline, px):
     face = soft(w - ax, px)
     hair_out, hair_over = hair_regions(x, y, f, hair, albedo_hairline, px, w)
     # hair lies on the head; outside the face it stands behind the face's front (frames it)
-    hair_r = 0.35 * hd * (1 - (ax / (col(f, "jaw_w") + 0.15)).clamp(0, 1) ** 2)
-    neck_r = 0.45 * hd * (1 - (ax / NECK_W).clamp(0, 1) ** 2).sqrt() - 0.05
+    hq = (ax / (col(f, "jaw_w") + 0.15)).clamp_(0, 1)
+    hair_r = (1 - hq * hq).mul_(0.35 * hd)
+    nq = (ax * (1 / NECK_W)).clamp_(0, 1)
+    neck_r = (1 - nq * nq).sqrt_().mul_(0.45 * hd).sub_(0.05)
     neck = soft(NECK_W - ax, px) * soft(y - 0.2, px)
-    r_face = r + 0.02 * hair_over
-    big = -1.0
-    r_all = torch.maximum(
-        torch.where(face > 0.5, r_face, torch.full_like(r, big)),
-        torch.where(hair_out > 0.5, hair_r, torch.full_like(r, big)),
-    )
-    r_all = torch.maximum(r_all, torch.where(neck > 0.5, neck_r, torch.full_like(r, big)))
+    big = -1.0  # below every surface: "no surface here" (becomes relief 0 outside the mask)
+    r_all = r.add_(hair_over, alpha=0.02).masked_fill_(face <= 0.5, big)
+    r_all = torch.maximum(r_all, hair_r.masked_fill_(hair_out <= 0.5, big))
+    r_all = torch.maximum(r_all, neck_r.masked_fill_(neck <= 0.5, big))
     mask = torch.maximum(torch.maximum(face, hair_out), neck)
-    r_all = torch.where(r_all <= big, torch.zeros_like(r_all), r_all)
+    r_all.masked_fill_(r_all <= big, 0.0)
     return (
         r_all,
         mask,
-        {"face": face, "hair_out": hair_out, "hair_over": hair_over, "neck": neck * (1 - face)},
+        {
+            "face": face,
+            "hair_out": hair_out,
+            "hair_over": hair_over,
+            "neck": neck * (1 - face),
+            "outline": w,
+        },
     )
 
 
