@@ -189,23 +189,27 @@ def paint(x, y, px, f, p, regions, gap, m):
 
     hair_c = _rgb(hair_colour(alb, age))
     dens = alb[:, A["beard"]][:, None, None]
-    if bool((dens > 0).any()):  # beard and moustache
+    rows = torch.nonzero(dens.flatten() > 0).flatten()
+    if len(rows):  # beard and moustache, painted on the bearded faces only
         k = win["lower"]
-        xl, yl = k(x), k(y)
+        on = lambda t: k(t[rows])  # noqa: E731  (window of the bearded rows)
+        fb = lambda key: col(f, key)[rows]  # noqa: E731
+        mwb, myb = mw[rows], my[rows]
+        xl, yl = on(x), on(y)
         axl = xl.abs()
-        w = k(regions["outline"])
-        rl = xl / mw
+        w = on(regions["outline"])
+        rl = xl / mwb
         lip_l = (
-            soft(yl - upper_lip(rl, my, col(f, "lip_u")), 0.006)
-            * soft(lower_lip(rl, my, col(f, "lip_l")) - yl, 0.006)
+            soft(yl - upper_lip(rl, myb, fb("lip_u")), 0.006)
+            * soft(lower_lip(rl, myb, fb("lip_l")) - yl, 0.006)
             * (rl.abs() < 1).float()
         )
-        beard = (soft(yl - (col(f, "nose_base_y") + 0.015), 0.01)
-                 * (1 - 0.6 * soft(0.8 * mw - axl, 0.02) * soft(yl - (my - col(f, "lip_u") * 0.3), 0.01) * soft(my + col(f, "lip_l") - yl, 0.01))
-                 + soft(axl - 0.78 * w, 0.02) * soft(yl - (ey + 0.12), 0.02))  # fmt: skip
-        beard = beard.clamp(max=1) * (1 - lip_l * 0.7) * k(regions["face"]) * dens
-        stubble = hair_c * (0.9 + 0.2 * (torch.sin(xl * 210) * torch.sin(yl * 190))[:, None])
-        out[..., k.rows, k.cols] = _mix(k(out), stubble, 0.8 * beard)
+        beard = (soft(yl - (fb("nose_base_y") + 0.015), 0.01)
+                 * (1 - 0.6 * soft(0.8 * mwb - axl, 0.02) * soft(yl - (myb - fb("lip_u") * 0.3), 0.01) * soft(myb + fb("lip_l") - yl, 0.01))
+                 + soft(axl - 0.78 * w, 0.02) * soft(yl - (ey[rows] + 0.12), 0.02))  # fmt: skip
+        beard = beard.clamp(max=1) * (1 - lip_l * 0.7) * on(regions["face"]) * dens[rows]
+        stubble = hair_c[rows] * (0.9 + 0.2 * (torch.sin(xl * 210) * torch.sin(yl * 190))[:, None])
+        out[rows, :, k.rows, k.cols] = _mix(on(out), stubble, 0.8 * beard)
 
     # hair: over the face above the hairline and outside the face
     hair_w = torch.maximum(
@@ -238,11 +242,21 @@ def paint(x, y, px, f, p, regions, gap, m):
 
 def paint_eyeglasses(out, px_, py_, f, glasses, style, px):
     """Rigid eyeglasses in the expressed frame: dark rims around the eyes, tinted lenses, bridge, temples."""
-    if not bool((glasses > 0).any()):
+    rows = torch.nonzero(glasses > 0).flatten()
+    if not len(rows):
         return out
+    out = out.clone()
+    # only the faces that wear glasses are painted (each row depends on its own face only)
+    out[rows] = _eyeglasses(
+        out[rows], px_[rows], py_[rows], {k: v[rows] for k, v in f.items()}, style[rows], px
+    )
+    return out
+
+
+def _eyeglasses(out, px_, py_, f, style, px):
+    """paint_eyeglasses on the rows that wear glasses."""
     k = windows(px_.shape[-1])["eyes"]
     px_, py_ = k(px_), k(py_)
-    on = glasses.float()[:, None, None]
     size = (1 + 0.1 * style[:, 2])[:, None, None]
     ex, ey, ew = col(f, "eye_x"), col(f, "eye_y"), col(f, "eye_w")
     ax = px_.abs()
@@ -256,15 +270,14 @@ def paint_eyeglasses(out, px_, py_, f, glasses, style, px):
         * soft(ax - (ex + rx) + 0.01, px)
         * soft(jaw_half_width(py_, f) - ax, px)
     )
-    lens = soft(1 - rho, 0.5 * px / ry) * on
+    lens = soft(1 - rho, 0.5 * px / ry)
     dark = (0.05 + 0.15 * style[:, 0].clamp(0, 1))[:, None]
     tint = (0.1 + 0.25 * style[:, 1].clamp(0, 1))[:, None, None]
     sub = (
         k(out) * (1 - tint * lens)[:, None]
         + (tint * lens)[:, None] * torch.tensor([0.25, 0.3, 0.35])[None, :, None, None]
     )
-    frame = torch.maximum(torch.maximum(rim, bridge), temple) * on
-    out = out.clone()
+    frame = torch.maximum(torch.maximum(rim, bridge), temple)
     out[..., k.rows, k.cols] = _mix(sub, _rgb(dark.expand(-1, 3)), frame)
     return out
 
