@@ -14,7 +14,8 @@ future work it names:
   (their Algorithm 1, ``permute_dims``).
 
 The encoder/decoder follow the architecture of Higgins et al. 2017 / Burgess et al. 2018
-(4x4 stride-2 convolutions, a fully connected bottleneck). Losses live in
+(4x4 stride-2 convolutions, a fully connected bottleneck), with leaky ReLUs: on mostly dark
+images (the blobs toy) plain ReLUs of narrow layers died and the decoder stalled at the mean. Losses live in
 ``models/vae_losses.py``; training in ``train/vae.py``.
 """
 
