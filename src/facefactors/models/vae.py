@@ -14,8 +14,8 @@ future work it names:
   (their Algorithm 1, ``permute_dims``).
 
 The encoder/decoder follow the architecture of Higgins et al. 2017 / Burgess et al. 2018
-(4x4 stride-2 convolutions, a fully connected bottleneck), with leaky ReLUs: on mostly dark
-images (the blobs toy) plain ReLUs of narrow layers died and the decoder stalled at the mean. Losses live in
+(4x4 stride-2 convolutions, a fully connected bottleneck); leaky ReLUs (slope 0.2) instead of
+ReLUs are our choice, so narrow layers cannot go dead on mostly dark images. Losses live in
 ``models/vae_losses.py``; training in ``train/vae.py``.
 """
 
