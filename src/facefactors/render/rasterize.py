@@ -6,15 +6,16 @@ depth map d(u, v) whose grid points ``d * K^-1 (u, v, 1)`` are the vertices of a
 ``camera.transform_points`` and projected with ``camera.project``; conventions are those of
 ``render/camera.py``.
 
-Z-buffer without loops over pixels: every triangle enumerates the pixel centres of its screen
-bounding box (triangles are bucketed by box size, so one bucket is one dense tensor op),
+Z-buffer without loops over pixels (``zbuffer.py``): every triangle enumerates the pixel centres
+of its screen bounding box (triangles are bucketed by box size, so one bucket is one dense tensor op),
 keeps the centres that pass the barycentric inside test (inclusive by a small epsilon, so
 shared edges never leave holes: the mesh renders watertight), and writes a packed int64 key
 ``(1/z bits << 32) | triangle`` into its pixel with ``scatter_reduce(..., "amax")`` -- the
 nearest surface has the largest 1/z, and 1/z is linear in screen space, so it is evaluated
 exactly at the pixel centre. Triangles lie on the innermost (contiguous) axis of every tensor
-op, so each op is one long vector op. A pixel's winner is then re-evaluated with
-perspective-correct barycentrics, which is where gradients enter (``interpolate``): the
+op, so each op is one long vector op. Without gradients a pixel's winner is resolved from
+per-triangle affine tables in one gather (``zbuffer.resolve``); with gradients w.r.t. depth or
+view it is re-evaluated with perspective-correct barycentrics (``interpolate``): the
 *choice* of the visible triangle is not differentiable, the depth and canonical coordinates of
 the chosen point are. Attributes are a texture on the canonical grid, read bilinearly at those
 canonical coordinates (``grid_sample``), as the inverse warp of ``warp.py`` reads them.
@@ -34,10 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from facefactors.render import camera
-
-_INSIDE_EPS = 1e-4  # barycentric slack: shared edges are covered by both neighbours (watertight)
-_MIN_Z = 1e-4  # triangles with a vertex this close to or behind the camera are culled
-_BOX_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
+from facefactors.render.zbuffer import ZBuffer, resolve, zbuffer
 
 
 @dataclass
@@ -85,31 +83,22 @@ def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
     return torch.cat([torch.stack([a, b, c], -1), torch.stack([b, d, c], -1)], 0)  # (T, 3)
 
 
-def _corner_views(planes: torch.Tensor) -> list[list[list[torch.Tensor]]]:
-    """Strided views of (P, B, Hc, Wc) vertex planes at the corners of the two triangles of every
-    cell: ``[type][corner][plane]`` -> (B, Hc-1, Wc-1), type 0 = (a, b, c), type 1 = (b, d, c).
-
-    Slicing instead of gathering: the mesh is a regular grid, so no index tensor is needed.
-    """
-    if planes.dim() == 3:
-        planes = planes[None]
-    a = [p[:, :-1, :-1] for p in planes]
-    b = [p[:, :-1, 1:] for p in planes]
-    c = [p[:, 1:, :-1] for p in planes]
-    d = [p[:, 1:, 1:] for p in planes]
-    return [[a, b, c], [b, d, c]]
-
-
 def to_pixels(xy: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Normalised image coordinates -> pixel units where pixel centre j sits at j (align_corners=False)."""
     scale = xy.new_tensor([width / 2.0, height / 2.0])
     return (xy + 1.0) * scale - 0.5
 
 
-def _bucket_table(device) -> torch.Tensor:
-    """Lookup table box size -> index of the smallest ``_BOX_SIZES`` entry that holds it."""
-    sizes = torch.tensor(_BOX_SIZES, device=device)
-    return torch.searchsorted(sizes, torch.arange(_BOX_SIZES[-1] + 1, device=device))
+def fragments(zb: ZBuffer) -> Fragments:
+    """The covered pixels of a ``zbuffer`` and their winning triangles, as a sparse ``Fragments``."""
+    bsz, height, width = zb.size
+    covered = zb.key >= 0
+    pixel = covered.nonzero().squeeze(1)  # (P,) row-major
+    ident = zb.ident.index_select(0, (zb.key.index_select(0, pixel) & 0xFFFFFFFF))
+    x = pixel % width
+    rows = pixel // width
+    return Fragments(batch=rows // height, y=rows % height, x=x, corner=ident >> 1, second=ident & 1,
+                     size=(bsz, height, width))
 
 
 @torch.no_grad()
@@ -119,96 +108,8 @@ def rasterize_grid(
     height: int,  # raster height in pixels
     width: int,  # raster width in pixels
 ) -> Fragments:
-    """Vectorised z-buffer: for each pixel centre, the nearest grid triangle that covers it."""
-    _, bsz, hc, wc = screen.shape
-    dev = screen.device
-    v = screen.detach().float()
-    nb, big = len(_BOX_SIZES), _BOX_SIZES[-1]
-    lut = _bucket_table(dev)
-    sizes = torch.tensor(_BOX_SIZES, device=dev)
-
-    # Bucket triangles by box size so each bucket is one dense (K, Mb) tensor op. A box rounded
-    # up past the right/bottom border would wrap into the next row or image: those triangles
-    # (few) get an explicit range check. Culled triangles go to bucket 0, which is skipped.
-    # Computed on strided views of the grid, one triangle type at a time (no copies of corners).
-    buckets = []
-    for tri, mtri in zip(_corner_views(v), _corner_views(on)):
-        (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = tri
-        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
-        xmax = torch.floor(torch.maximum(torch.maximum(x0, x1), x2) + _INSIDE_EPS).clamp(max=width - 1)
-        ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
-        ymax = torch.floor(torch.maximum(torch.maximum(y0, y1), y2) + _INSIDE_EPS).clamp(max=height - 1)
-        zmin = torch.minimum(torch.minimum(z0, z1), z2)
-        keep = mtri[0][0] & mtri[1][0] & mtri[2][0] & (zmin > _MIN_Z) & (area.abs() > 1e-12)
-        keep &= (xmax >= xmin) & (ymax >= ymin)
-        iw = torch.take(lut, (xmax - xmin + 1).clamp(1, big).long())
-        ih = torch.take(lut, (ymax - ymin + 1).clamp(1, big).long())
-        fits = (xmin + torch.take(sizes, iw) <= width) & (ymin + torch.take(sizes, ih) <= height)
-        buckets.append(torch.where(keep, 1 + (iw * nb + ih) * 2 + fits.long(), 0).to(torch.int16))
-    bucket = torch.stack(buckets, 1).reshape(-1)  # (B, 2, Hc-1, Wc-1): ``grid_faces`` order per item
-    counts = torch.bincount(bucket, minlength=1 + 2 * nb * nb).tolist()
-    # int16 keys make torch's stable sort a cheap radix-style sort (bucket ids < 2 * 23^2 + 1)
-    order = torch.argsort(bucket, stable=True)[counts[0]:]  # kept triangles
-    # name each triangle by its cell corner and which of the two it is (low bits of the z-key)
-    corner = torch.arange(bsz * hc * wc, device=dev).reshape(bsz, hc, wc)[:, :-1, :-1]
-    ident = (corner[:, None] * 2 + torch.arange(2, device=dev).view(1, 2, 1, 1)).reshape(-1)
-    ident = ident.index_select(0, order)
-    corner, sec = ident >> 1, ident & 1
-    i0, i1, i2 = corner + sec, corner + 1 + sec * wc, corner + wc  # (a, b, c) or (b, d, c)
-    sx, sy, sz = (plane.reshape(-1) for plane in v.unbind(0))
-    x0, x1, x2 = sx.index_select(0, i0), sx.index_select(0, i1), sx.index_select(0, i2)
-    y0, y1, y2 = sy.index_select(0, i0), sy.index_select(0, i1), sy.index_select(0, i2)
-    z0, z1, z2 = sz.index_select(0, i0), sz.index_select(0, i1), sz.index_select(0, i2)
-    xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2) - _INSIDE_EPS).clamp(min=0)
-    ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2) - _INSIDE_EPS).clamp(min=0)
-
-    # Barycentrics and 1/z are affine in the pixel position: coefficients (a, b, c) of
-    # a * dx + b * dy + c relative to the box corner (xmin, ymin), rows l0, l1, l2, 1/z.
-    inv_area = 1.0 / ((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
-    ex, ey = xmin - x0, ymin - y0
-    a1, b1 = (y2 - y0) * inv_area, (x0 - x2) * inv_area
-    a2, b2 = (y0 - y1) * inv_area, (x1 - x0) * inv_area
-    c1, c2 = a1 * ex + b1 * ey, a2 * ex + b2 * ey
-    iz0 = 1.0 / z0
-    dz1, dz2 = 1.0 / z1 - iz0, 1.0 / z2 - iz0
-    coef = torch.stack([
-        -a1 - a2, a1, a2, a1 * dz1 + a2 * dz2,  # d/dx of l0, l1, l2, 1/z
-        -b1 - b2, b1, b2, b1 * dz1 + b2 * dz2,  # d/dy
-        1.0 - c1 - c2, c1, c2, iz0 + c1 * dz1 + c2 * dz2,  # value at the box corner
-    ], 0).reshape(3, 4, -1)  # (3, 4, M)
-    xmin, ymin = xmin.long(), ymin.long()
-    base = ((corner // (hc * wc)) * height + ymin) * width + xmin  # flat index of each box corner
-
-    zbuf = torch.full((bsz * height * width,), -1, dtype=torch.int64, device=dev)
-    start = 0
-    for key in range(1, len(counts)):
-        n = counts[key]
-        if n == 0:
-            continue
-        lo, hi, start = start, start + n, start + n
-        fit, wh = (key - 1) % 2, (key - 1) // 2
-        w_b, h_b = _BOX_SIZES[wh // nb], _BOX_SIZES[wh % nb]
-        dy, dx = torch.meshgrid(torch.arange(h_b, device=dev), torch.arange(w_b, device=dev), indexing="ij")
-        dx, dy = dx.reshape(-1, 1), dy.reshape(-1, 1)  # (K, 1) box offsets
-        a, b, c = coef[:, :, None, lo:hi].unbind(0)  # (4, 1, Mb) each
-        # triangles on the innermost (contiguous) axis: every op is a long vector op
-        vals = torch.addcmul(c, a, dx.float()).addcmul_(b, dy.float())  # (4, K, Mb): l0, l1, l2, 1/z
-        inside = torch.minimum(torch.minimum(vals[0], vals[1]), vals[2]) >= -_INSIDE_EPS  # (K, Mb)
-        pix = base[lo:hi] + (dy * width + dx)  # (K, Mb)
-        if not fit:
-            inside &= (xmin[lo:hi] + dx < width) & (ymin[lo:hi] + dy < height)
-            pix = torch.where(inside, pix, 0)
-        # nearest = largest 1/z: positive floats order like their int32 bit patterns, and a
-        # negative value (outside) stays negative as a key, so amax never picks it
-        iz = torch.where(inside, vals[3], -1.0)
-        packed = (iz.view(torch.int32).to(torch.int64) << 32) | ident[lo:hi]
-        zbuf.scatter_reduce_(0, pix.reshape(-1), packed.reshape(-1), reduce="amax")
-
-    covered = zbuf >= 0
-    low = zbuf.masked_select(covered) & 0xFFFFFFFF  # in the row-major order of nonzero below
-    b, y, x = covered.reshape(bsz, height, width).nonzero(as_tuple=True)
-    return Fragments(batch=b, y=y, x=x, corner=low >> 1, second=low & 1, size=(bsz, height, width))
+    """Vectorised z-buffer (``zbuffer.py``): for each pixel centre, the nearest grid triangle that covers it."""
+    return fragments(zbuffer(screen, on, height, width))
 
 
 def interpolate(
@@ -271,16 +172,28 @@ def posed_grid(
     height: int,  # raster height in pixels
     width: int,  # raster width in pixels
 ) -> torch.Tensor:
-    """Posed grid vertices in screen space as planes (3, B, Hc, Wc): pixel x, pixel y, camera-space z."""
+    """Posed grid vertices in screen space as planes (3, B, Hc, Wc): pixel x, pixel y, camera-space z.
+
+    ``camera.unproject``, ``camera.transform_points`` and ``camera.project`` written plane by
+    plane: ``R (d K^-1 p - c) + c + t`` with the rays ``K^-1 p`` separable in (row, column), so
+    no (B, N, 3) point tensor and no tiny batched matmul.
+    """
     bsz, _, hc, wc = depth.shape
-    points = camera.unproject(depth, fov_deg).reshape(bsz, hc * wc, 3)
-    posed = camera.transform_points(points, view)  # (B, N, 3)
-    x, y, z = posed.unbind(-1)
     t = camera.tan_half_fov(fov_deg)
-    inv = 1.0 / (z * t)  # camera.project, then to_pixels, plane by plane
+    rot = camera.rotation_matrix(view[:, 0], view[:, 1], view[:, 2]).to(depth.dtype)  # (B, 3, 3)
+    r = rot.reshape(bsz, 9, 1, 1).unbind(1)
+    shift = view[:, 3:6].to(depth.dtype).reshape(bsz, 3, 1, 1).unbind(1)
+    rx = camera.pixel_centers(wc, depth.device, depth.dtype)[None, None, :] * t  # (1, 1, Wc)
+    ry = camera.pixel_centers(hc, depth.device, depth.dtype)[None, :, None] * t  # (1, Hc, 1)
+    d = depth[:, 0]  # (B, Hc, Wc)
+    # p - c = d (rx, ry, 1) - (0, 0, c): each posed coordinate is d (r0 rx + r1 ry + r2) - r2 c + c_k + t_k
+    x, y, z = (d * (r[3 * k] * rx + r[3 * k + 1] * ry + r[3 * k + 2]) + (
+        shift[k] - r[3 * k + 2] * camera.PIVOT_DEPTH + (camera.PIVOT_DEPTH if k == 2 else 0.0))
+        for k in range(3))
+    inv = 1.0 / (z * t)  # camera.project, then to_pixels
     px = (x * inv + 1.0) * (width / 2.0) - 0.5
     py = (y * inv + 1.0) * (height / 2.0) - 0.5
-    return torch.stack([px, py, z], 0).reshape(3, bsz, hc, wc)
+    return torch.stack([px, py, z], 0)  # (3, B, Hc, Wc)
 
 
 def _check_inputs(depth, attributes, mask, view):
@@ -324,13 +237,20 @@ def rasterize_height_field(
 
     screen = posed_grid(depth, view, fov_deg, hs, ws)  # (3, B, Hc, Wc)
     on = torch.ones_like(depth[:, 0], dtype=torch.bool) if mask is None else mask[:, 0].detach() > 0.5
-    frags = rasterize_grid(screen, on, hs, ws)
-    z, u, v = interpolate(frags, screen, depth[:, 0])
-    pixel, n = frags.pixel, bsz * hs * ws
-    # canonical coordinates straight into grid_sample's (B, sH, sW, 2) layout
-    uv = z.new_zeros(n, 2).index_copy(0, pixel, torch.stack([u, v], -1)).reshape(bsz, hs, ws, 2)
-    zc = z.new_zeros(2, n)
-    zc = zc.index_copy(1, pixel, torch.stack([z, torch.ones_like(z)], 0)).reshape(2, bsz, 1, hs, ws)
+    if torch.is_grad_enabled() and (depth.requires_grad or view.requires_grad):
+        # differentiable depth and canonical coordinates: re-interpolate the winners with autograd
+        frags = rasterize_grid(screen, on, hs, ws)
+        z, u, v = interpolate(frags, screen, depth[:, 0])
+        pixel, n = frags.pixel, bsz * hs * ws
+        uv = z.new_zeros(n, 2).index_put((pixel,), torch.stack([u, v], -1)).reshape(bsz, hs, ws, 2)
+        zc = z.new_zeros(2, n).index_put((torch.arange(2, device=z.device)[:, None], pixel[None]),
+                                         torch.stack([z, torch.ones_like(z)], 0))
+        zc = zc.reshape(2, bsz, 1, hs, ws)
+    else:
+        # no gradient wanted through the geometry: the z-buffer's tables resolve every pixel directly
+        covered, z, u, v = resolve(zbuffer(screen, on, hs, ws, depth[:, 0]))  # (B, sH, sW) each
+        uv = torch.stack([u, v], -1).to(attributes.dtype)  # grid_sample layout (B, sH, sW, 2)
+        zc = torch.stack([z, covered.to(z.dtype)], 0).to(attributes.dtype)[:, :, None]  # (2, B, 1, sH, sW)
     texel = F.grid_sample(attributes, uv, mode="bilinear", padding_mode="border",
                           align_corners=False) * zc[1]  # (B, C, sH, sW), premultiplied by coverage
     if s > 1:
