@@ -86,3 +86,13 @@ def test_blobs_ground_truth_sampler_protocol():
     assert com[1] > com[0] + 5
     ds = BlobsDataset(20, 32, seed=1)
     assert torch.equal(ds[3]["image"], torch.from_numpy(render_blobs(ds.factors[3:4], 32))[0])
+
+
+def test_train_time_accumulates_over_resumes(tmp_path):
+    cfg = tiny("model.kind=vae")
+    run = train(cfg, tmp_path / "r")
+    run.update_metrics({"train_wall_s": 1000.0})  # pretend the first session took 1000 s
+    train(cfg, tmp_path / "r")  # finished: resumes, trains nothing, keeps the earlier time
+    assert 1000.0 <= json.loads(run.metrics.read_text())["train_wall_s"] < 1100.0
+    train(cfg, tmp_path / "r", overwrite=True)  # afresh: the old time is not added
+    assert json.loads(run.metrics.read_text())["train_wall_s"] < 900.0

@@ -261,6 +261,9 @@ def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dat
         warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
         fit(trainer, recipe, run, train_dataloaders=loader)
     wall = time.perf_counter() - start
+    if resuming and run.metrics.is_file():
+        # A resumed run adds this session's time to the earlier sessions' (a finished run adds ~0).
+        wall += float(json.loads(run.metrics.read_text()).get("train_wall_s", 0.0))
     if trainer.is_global_zero:
         finish_run(run, recipe.model, dataset, cfg, wall)
     return run
