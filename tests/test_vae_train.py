@@ -96,3 +96,21 @@ def test_train_time_accumulates_over_resumes(tmp_path):
     assert 1000.0 <= json.loads(run.metrics.read_text())["train_wall_s"] < 1100.0
     train(cfg, tmp_path / "r", overwrite=True)  # afresh: the old time is not added
     assert json.loads(run.metrics.read_text())["train_wall_s"] < 900.0
+
+
+def test_batched_fetch_equals_collated_items():
+    from facefactors.data.collate import collate
+    from facefactors.train.vae_data import Uint8ImageDataset, blobs_description, collate_batches
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = {"colour": torch.randint(0, 3, (10,), generator=g), "bar": torch.tensor([0, 1, -1, 1, 0, 0, 1, 1, 0, -1])}
+    ds = Uint8ImageDataset(images, labels, blobs_description(32))
+    idx = [7, 2, 9]
+    fast = collate_batches(ds.__getitems__(idx))
+    slow = collate([ds[i] for i in idx])
+    torch.testing.assert_close(fast["image"], slow["image"])
+    assert fast["image"].dtype == torch.float32 and fast["image"].max() <= 1
+    for k in labels:
+        assert torch.equal(fast["labels"][k], slow["labels"][k])
+    assert fast["index"].tolist() == idx

@@ -83,7 +83,8 @@ def encode_dataset(
     over the first ``max_items`` items of ``dataset``."""
     device = _model_device(model)
     n = min(len(dataset), max_items)
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    # A batch built by the data set's own __getitems__ (dict) passes through; item lists are collated.
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, shuffle=False, collate_fn=lambda b: b if isinstance(b, dict) else collate(b))
     codes, labels, rec, kl = [], {}, 0.0, 0.0
     for batch in loader:
         x = batch["image"].to(device)

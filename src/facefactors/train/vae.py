@@ -32,7 +32,7 @@ from facefactors.edit.traversal import encode_dataset, make_grid, save_png
 from facefactors.models.vae import MODEL_KINDS, VAE, FactorDiscriminator, VAEModelConfig, build_vae, permute_dims
 from facefactors.models.vae_losses import LossConfig, discriminator_loss, resolve_beta, vae_objective
 from facefactors.train.common import RunDir, TrainerConfig, build_trainer, config_hparams, fit, prepare_run
-from facefactors.train.vae_data import DataConfig, build_dataset
+from facefactors.train.vae_data import DataConfig, build_dataset, collate_batches
 from facefactors.utils.device import resolve_device
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_json, load_module
@@ -214,7 +214,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle
     if len(dataset) < batch_size:
         raise UserError(f"the data set has {len(dataset)} images, fewer than trainer.batch_size={batch_size}; lower the batch size or add images")
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=num_workers, collate_fn=collate, generator=gen, persistent_workers=num_workers > 0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=num_workers, collate_fn=collate_batches, generator=gen, persistent_workers=num_workers > 0)
 
 
 def check_config(cfg: VAEConfig) -> None:

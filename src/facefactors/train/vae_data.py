@@ -104,6 +104,22 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"image": self.images[i], "labels": {k: v[i] for k, v in self.labels.items()}, "index": torch.tensor(i)}
 
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch by one indexing per tensor (the DataLoader's batched fetch): per-item
+        dicts of many small label tensors cost more than a small VAE's step on a CPU."""
+        idx = torch.as_tensor(indices)
+        return {"image": self._images(idx), "labels": {k: v[idx] for k, v in self.labels.items()}, "index": idx}
+
+    def _images(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx]
+
+
+def collate_batches(items):
+    """``collate`` for lists of items; a batch already built by ``__getitems__`` passes through."""
+    from facefactors.data.collate import collate
+
+    return items if isinstance(items, dict) else collate(items)
+
 
 @dataclass
 class DataConfig:
@@ -144,6 +160,9 @@ class Uint8ImageDataset(TensorImageDataset):
         item = super().__getitem__(i)
         item["image"] = item["image"].float() / 255.0
         return item
+
+    def _images(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx].float() / 255.0
 
 
 def build_dataset(cfg: DataConfig, image_size: int, progress: bool = True) -> Dataset:
