@@ -84,6 +84,17 @@ def test_wrong_weights_give_one_line_error(tmp_path):
         load_module(garbage, torch.nn.Linear(4, 1))
 
 
+def test_overwrite_starts_afresh(tmp_path):
+    cfg = ToyConfig()
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    fit(build_trainer(cfg.trainer, run), ToyRecipe(cfg.width), run, train_dataloaders=loader(cfg.width))
+    run2, resuming = prepare_run(tmp_path / "run", ToyConfig(width=5), overwrite=True)
+    assert not resuming and not run2.has_checkpoint()
+    recipe = ToyRecipe(5)
+    fit(build_trainer(cfg.trainer, run2), recipe, run2, train_dataloaders=loader(5))
+    assert recipe.seen_steps == list(range(6))
+
+
 def test_foreign_folder_is_not_clobbered(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(UserError, match="not a facefactors run"):

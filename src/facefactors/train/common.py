@@ -111,6 +111,13 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
             )
     elif run.path.exists() and any(run.path.iterdir()) and not overwrite and not run.config.is_file():
         raise UserError(f"{run.path}: folder exists and is not a facefactors run; choose another --out or pass --overwrite")
+    if overwrite and run.path.exists():
+        # A fresh start: drop the old trainer state so fit() does not resume from it.
+        import shutil
+
+        shutil.rmtree(run.path / "checkpoints", ignore_errors=True)
+        for stale in (run.weights, run.metrics):
+            stale.unlink(missing_ok=True)
     run.path.mkdir(parents=True, exist_ok=True)
     run.samples.mkdir(exist_ok=True)
     save_config(cfg, run.config)
