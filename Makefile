@@ -28,6 +28,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/render.py
 	$(PY) bench/metrics.py
+	$(PY) bench/ufe.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

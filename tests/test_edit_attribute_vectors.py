@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from facefactors.data.description import DatasetDescription, Factor
-from facefactors.edit.attribute_vectors import apply_vector, attribute_grid, attribute_strip, attribute_vector, edit_images, split_by_attribute
+from facefactors.edit.attribute_vectors import (
+    apply_vector,
+    attribute_grid,
+    attribute_strip,
+    attribute_vector,
+    edit_images,
+    split_by_attribute,
+)
 from facefactors.models.vae import VAE, VAEModelConfig
 from facefactors.utils.errors import UserError
 

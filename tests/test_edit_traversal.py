@@ -5,7 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from facefactors.edit.traversal import decode, dimension_kl, encode, make_grid, save_png, traversal_grid, traverse
+from facefactors.edit.traversal import (
+    decode,
+    dimension_kl,
+    encode,
+    make_grid,
+    save_png,
+    traversal_grid,
+    traverse,
+)
 from facefactors.models.vae import VAE, VAEModelConfig
 
 

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence as torch_kl
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from facefactors.data.description import DatasetDescription, Factor
-from facefactors.models.vae import FactorDiscriminator, VAE, VAEModelConfig, build_vae, permute_dims
+from facefactors.models.vae import VAE, FactorDiscriminator, VAEModelConfig, build_vae, permute_dims
 from facefactors.models.vae_losses import (
     LossConfig,
     capacity,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,7 +29,7 @@ def _parse_floats(text: str) -> list[float]:
         raise UserError(f"--alphas {text!r}: expected comma-separated numbers, e.g. -2,-1,0,1,2") from None
 
 
-def _data_for(run_dir: Path, data: Optional[Path], num_images: int):
+def _data_for(run_dir: Path, data: Path | None, num_images: int):
     """Images to edit/traverse: a user folder (labels.csv) or the run's own data source."""
     from facefactors.train.vae import load_run
     from facefactors.train.vae_data import DataConfig, build_dataset
@@ -65,15 +64,21 @@ def train(
 @app.command()
 def traverse(
     run_dir: Path = typer.Argument(..., help="a VAE run directory"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default RUN_DIR/traversals)"),
+    out: Path | None = typer.Option(None, help="output folder (default RUN_DIR/traversals)"),
     images: int = typer.Option(3, help="number of faces to traverse around"),
     limit: float = typer.Option(3.0, help="sweep each dimension over [-limit, limit]"),
     steps: int = typer.Option(9, help="values per dimension"),
-    data: Optional[Path] = typer.Option(None, help="a folder of your images (default: the run's data)"),
+    data: Path | None = typer.Option(None, help="a folder of your images (default: the run's data)"),
 ) -> None:
     """Latent traversals of every dimension (rows ordered by KL), reconstructions and samples."""
     from facefactors.data.collate import collate
-    from facefactors.edit.traversal import dimension_kl, reconstruction_grid, sample_grid, save_png, traversal_grid
+    from facefactors.edit.traversal import (
+        dimension_kl,
+        reconstruction_grid,
+        sample_grid,
+        save_png,
+        traversal_grid,
+    )
 
     model, cfg, dataset = _data_for(run_dir, data, 256)
     out = out or run_dir / "traversals"
@@ -94,17 +99,22 @@ def traverse(
 def attribute(
     run_dir: Path = typer.Argument(..., help="a VAE run directory"),
     attribute_: str = typer.Option(..., "--attribute", help="labelled factor, e.g. eyeglasses, expression, or a labels.csv column"),
-    with_: Optional[str] = typer.Option(None, "--with", help="class meaning 'with' (default: the second class)"),
-    without: Optional[str] = typer.Option(None, help="class meaning 'without' (default: all other classes)"),
-    data: Optional[Path] = typer.Option(None, help="a folder of your images with labels.csv (default: the run's data)"),
+    with_: str | None = typer.Option(None, "--with", help="class meaning 'with' (default: the second class)"),
+    without: str | None = typer.Option(None, help="class meaning 'without' (default: all other classes)"),
+    data: Path | None = typer.Option(None, help="a folder of your images with labels.csv (default: the run's data)"),
     num_images: int = typer.Option(2048, help="images used to estimate the vector"),
     alphas: str = typer.Option("-2,-1,0,1,2,3", help="comma-separated alpha values"),
     rows: int = typer.Option(6, help="faces in the grid"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default RUN_DIR/attributes/ATTRIBUTE)"),
+    out: Path | None = typer.Option(None, help="output folder (default RUN_DIR/attributes/ATTRIBUTE)"),
 ) -> None:
     """Attribute vector Delta z = mean z(with) - mean z(without); strip and grid of z + alpha * Delta z."""
     from facefactors.data.collate import collate
-    from facefactors.edit.attribute_vectors import attribute_grid, attribute_strip, attribute_vector, split_by_attribute
+    from facefactors.edit.attribute_vectors import (
+        attribute_grid,
+        attribute_strip,
+        attribute_vector,
+        split_by_attribute,
+    )
     from facefactors.edit.traversal import encode_dataset, save_png
     from facefactors.utils.io import atomic_write_json
 
@@ -131,7 +141,7 @@ def experiment(
     out: Path = typer.Option(Path("runs/vae_experiments"), help="folder for the runs and the report"),
     preset: str = typer.Option("quick", help="preset of every training run"),
     set_: list[str] = typer.Option([], "--set", help="override a config field of every run"),
-    rater: Optional[Path] = typer.Option(None, help="attributes: a trained rater run (default: train one under OUT)"),
+    rater: Path | None = typer.Option(None, help="attributes: a trained rater run (default: train one under OUT)"),
 ) -> None:
     """Run one of the issue's experiments and write its report (report.md + results.json)."""
     from facefactors.experiments import vae as experiments

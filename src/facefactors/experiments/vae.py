@@ -25,7 +25,6 @@ import torch
 from facefactors.config import load_config
 from facefactors.edit.traversal import encode
 from facefactors.models.vae_losses import reconstruction_loss, resolve_beta
-from facefactors.train.common import RunDir
 from facefactors.train.vae import VAEConfig, load_run, train
 from facefactors.train.vae_data import BlobsGroundTruth, build_dataset
 from facefactors.utils.io import atomic_write_json, atomic_write_text

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import torch
 
-from facefactors.experiments.vae import EvalSizes, ReplaySampler, SIZES, _table, ground_truth_sampler, observations, score_model, variant_config
+from facefactors.experiments.vae import (
+    SIZES,
+    EvalSizes,
+    ReplaySampler,
+    _table,
+    ground_truth_sampler,
+    observations,
+    score_model,
+    variant_config,
+)
 from facefactors.models.vae import VAE, ConvDecoder, ConvEncoder
 from facefactors.train.vae import load_run, train
 from facefactors.train.vae_data import build_dataset

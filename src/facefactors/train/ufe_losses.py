@@ -166,7 +166,7 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
-def rec_to_encoder(step: int, cfg: "UFELossConfig") -> float:
+def rec_to_encoder(step: int, cfg: UFELossConfig) -> float:
     """Factor on the gradient L_rec sends into the encoder: 0 for ``rec_encoder_warmup_steps``,
     then ``cfg.rec_to_encoder``."""
     return 0.0 if step < cfg.rec_encoder_warmup_steps else cfg.rec_to_encoder

@@ -29,9 +29,28 @@ from facefactors.config import load_saved_config
 from facefactors.data.collate import collate
 from facefactors.data.description import DatasetDescription
 from facefactors.edit.traversal import encode_dataset, make_grid, save_png
-from facefactors.models.vae import MODEL_KINDS, VAE, FactorDiscriminator, VAEModelConfig, build_vae, permute_dims
-from facefactors.models.vae_losses import LossConfig, discriminator_loss, resolve_beta, vae_objective
-from facefactors.train.common import RunDir, TrainerConfig, build_trainer, config_hparams, fit, prepare_run
+from facefactors.models.vae import (
+    MODEL_KINDS,
+    VAE,
+    FactorDiscriminator,
+    VAEModelConfig,
+    build_vae,
+    permute_dims,
+)
+from facefactors.models.vae_losses import (
+    LossConfig,
+    discriminator_loss,
+    resolve_beta,
+    vae_objective,
+)
+from facefactors.train.common import (
+    RunDir,
+    TrainerConfig,
+    build_trainer,
+    config_hparams,
+    fit,
+    prepare_run,
+)
 from facefactors.train.vae_data import DataConfig, build_dataset, collate_batches
 from facefactors.utils.device import resolve_device
 from facefactors.utils.errors import UserError

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from facefactors.world.expression import W, _mouth
+from facefactors.world.fastmath import gauss, gauss1, soft
 from facefactors.world.identity import A, jaw_half_width
 from facefactors.world.landmarks import lower_lid, lower_lip, upper_lid, upper_lip
-from facefactors.world.fastmath import gauss, gauss1, soft
 from facefactors.world.surface import col, windows
 
 _SKIN_LIGHT = torch.tensor([0.96, 0.80, 0.70])
