@@ -7,8 +7,8 @@ import torch
 
 from facefactors.config import save_config
 from facefactors.data.description import DatasetDescription, Factor
-from facefactors.models.rater import NO_CHANGE, Rater, RaterConfig, load_rater
-from facefactors.train.rater import RaterTrainConfig, rater_loss
+from facefactors.models.rater import NO_CHANGE, Rater, RaterConfig
+from facefactors.train.rater import RaterTrainConfig, load_rater, rater_loss
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import save_module
 

@@ -19,7 +19,7 @@ def demo(out: str = "runs/demo", preset: str = "quick") -> None:
     from facefactors.config import load_config
     from facefactors.experiments import ufe as X
     from facefactors.experiments.rater import train_rater
-    from facefactors.models.rater import load_rater
+    from facefactors.train.rater import load_rater
     from facefactors.train.ufe import UFETrainConfig
     from facefactors.utils.io import atomic_write_text
 

@@ -34,7 +34,7 @@ MODELS = ("vae", "beta2", "beta5")
 
 def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str):
     """A trained rater: the one given, or one trained (once) at the VAE's image size."""
-    from facefactors.models.rater import load_rater
+    from facefactors.train.rater import load_rater
 
     if rater_dir:
         return load_rater(rater_dir)

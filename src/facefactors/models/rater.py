@@ -17,7 +17,6 @@ of real image pairs that differ in exactly that attribute.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -113,30 +112,3 @@ class Rater(nn.Module):
         best = ratio.argmax(1)
         top = ratio.max(1).values
         return [names[int(b)] if float(t) >= threshold else NO_CHANGE for b, t in zip(best, top)]
-
-
-def load_rater(run_dir: str | Path, device: str | torch.device = "cpu") -> Rater:
-    """The trained rater of a run directory (written by ``facefactors ufe rater``)."""
-    from facefactors.config import load_saved_config
-    from facefactors.train.rater import RaterTrainConfig
-    from facefactors.utils.io import load_module
-
-    run = Path(run_dir)
-    desc = run / "description.json"
-    if not desc.is_file():
-        raise UserError(f"{desc}: missing; train a rater with `facefactors ufe rater --out {run}`")
-    try:
-        description = DatasetDescription.load(desc)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    cfg = load_saved_config(RaterTrainConfig, run / "config.yaml")
-    model = Rater(description, cfg.model)
-    load_module(run / "weights.safetensors", model)
-    calib = run / "calibration.json"
-    if calib.is_file():
-        import json
-
-        model.calibration = json.loads(calib.read_text())
-    else:
-        model.calibration = {}
-    return model.to(device).eval()

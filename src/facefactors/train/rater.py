@@ -8,6 +8,7 @@ recognition losses), so held-out identities can be compared by cosine similarity
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from facefactors.data.description import DatasetDescription
 from facefactors.models.rater import IDENTITY, Rater, RaterConfig
 from facefactors.train.common import TrainerConfig
+from facefactors.utils.errors import UserError
 
 
 @dataclass
@@ -75,3 +77,29 @@ class RaterRecipe(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+
+
+def load_rater(run_dir: str | Path, device: str | torch.device = "cpu") -> Rater:
+    """The trained rater of a run directory (written by ``facefactors ufe rater``)."""
+    from facefactors.config import load_saved_config
+    from facefactors.utils.io import load_module
+
+    run = Path(run_dir)
+    desc = run / "description.json"
+    if not desc.is_file():
+        raise UserError(f"{desc}: missing; train a rater with `facefactors ufe rater --out {run}`")
+    try:
+        description = DatasetDescription.load(desc)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    cfg = load_saved_config(RaterTrainConfig, run / "config.yaml")
+    model = Rater(description, cfg.model)
+    load_module(run / "weights.safetensors", model)
+    calib = run / "calibration.json"
+    if calib.is_file():
+        import json
+
+        model.calibration = json.loads(calib.read_text())
+    else:
+        model.calibration = {}
+    return model.to(device).eval()
