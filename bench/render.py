@@ -11,34 +11,14 @@ machine's own float32 matmul peak for reference (DESIGN.md style rule 7).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import matmul_peak, timeit
 
 
 def timed(fn, device, repeats: int) -> float:
     """Best wall time of ``repeats`` calls after one warm-up call, seconds."""
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 3) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    sec = timed(lambda: a @ b, device, repeats)
-    return 2 * n**3 / sec / 1e9
+    return timeit(fn, device, repeats, warmup=1, reduce="best")
 
 
 def world_rate(size: int, batch: int, repeats: int, device: torch.device) -> float:

@@ -13,9 +13,10 @@ The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import matmul_peak as shared_matmul_peak
+from timing import timeit as shared_timeit
 from torch.utils.flop_counter import FlopCounterMode
 
 from facefactors.config import load_config
@@ -26,28 +27,13 @@ from facefactors.train.ufe_losses import ufe_losses
 from facefactors.utils.device import resolve_device
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timeit(fn, device, repeats: int, warmup: int = 2) -> float:
     """Median seconds per call (the median resists the spikes of a shared machine)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return shared_timeit(fn, device, repeats, warmup=warmup, reduce="median")
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / timeit(lambda: a @ b, device, repeats) / 1e9
+    return shared_matmul_peak(device, n, repeats, reduce="median")
 
 
 def flops(fn) -> int:

@@ -40,6 +40,7 @@ from facefactors.data.images import uint8_to_tensor
 from facefactors.data.labels import read_label_table, write_label_table, write_label_yaml
 from facefactors.data.progress import progress_bar
 from facefactors.utils.errors import DataError, UserError
+from facefactors.utils.images import to_uint8
 from facefactors.utils.io import atomic_write_json
 
 FORMAT = "facefactors-world-set"
@@ -64,11 +65,6 @@ def mask_unlabelled(labels: dict[str, torch.Tensor], description: DatasetDescrip
             v = v.detach().cpu().long() if f.is_categorical else v.detach().cpu().float()
         out[f.name] = v
     return out
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """float ``(B, 3, H, W)`` in [0, 1] -> uint8 ``(B, H, W, 3)`` (rounded, clamped)."""
-    return image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class WorldStream(IterableDataset):

@@ -8,12 +8,10 @@ the ground-truth render. Inference only: models and tensors in, tensors out (DES
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from facefactors.models.ufe import UFE, mix_features
+from facefactors.utils.images import save_grid, to_uint8  # noqa: F401 (part of this module's API)
 
 
 @torch.no_grad()
@@ -65,29 +63,3 @@ def composite_error(decoded: torch.Tensor, truth: torch.Tensor) -> dict[str, flo
     l1 = float((decoded - truth).abs().mean())
     ssim = float(kornia.metrics.ssim(decoded.float(), truth.float(), window_size=11).mean())
     return {"l1": l1, "ssim": ssim}
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(…, 3, H, W) float in [0, 1] -> (…, H, W, 3) uint8."""
-    return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
-
-
-def save_grid(images: torch.Tensor, path: str | Path, pad: int = 2) -> Path:
-    """Write a grid PNG: (R, C, 3, H, W) as R rows x C columns, or (N, 3, H, W) as one row."""
-    from PIL import Image
-
-    from facefactors.utils.io import atomic_path
-
-    if images.dim() == 4:
-        images = images[None]
-    R, C, _, H, W = images.shape
-    arr = to_uint8(images)  # (R, C, H, W, 3)
-    canvas = np.full((R * (H + pad) + pad, C * (W + pad) + pad, 3), 255, dtype=np.uint8)
-    for r in range(R):
-        for c in range(C):
-            y, x = pad + r * (H + pad), pad + c * (W + pad)
-            canvas[y : y + H, x : x + W] = arr[r, c]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
-    return path

@@ -10,8 +10,6 @@ Pipelines take a loaded model and tensors; :func:`save_png` is the one helper th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -19,30 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from facefactors.data.collate import collate
 from facefactors.models.vae import VAE
 from facefactors.models.vae_losses import kl_divergence, kl_per_dim, reconstruction_loss
-from facefactors.utils.io import atomic_path
-
-
-def make_grid(images: torch.Tensor, nrow: int, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
-    """(N, C, H, W) -> one image (C, H', W') with ``nrow`` images per row, rows top to bottom."""
-    n, c, h, w = images.shape
-    rows = (n + nrow - 1) // nrow
-    grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=images.dtype)
-    for i in range(n):
-        r, k = divmod(i, nrow)
-        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = images[i].detach().cpu()
-    return grid
-
-
-def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write (C, H, W) in [0, 1] (C = 1 or 3) as an 8-bit PNG, atomically."""
-    from PIL import Image
-
-    path = Path(path)
-    arr = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    arr = arr.permute(1, 2, 0).numpy()
-    with atomic_path(path) as tmp:
-        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp, format="PNG")
-    return path
+from facefactors.utils.images import make_grid, save_png  # noqa: F401 (part of this module's API)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
