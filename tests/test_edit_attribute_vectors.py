@@ -16,16 +16,6 @@ from facefactors.edit.attribute_vectors import (
 from facefactors.models.vae import VAE, VAEModelConfig
 from facefactors.utils.errors import UserError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 DESC = DatasetDescription(
     "toy",
     (

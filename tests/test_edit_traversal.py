@@ -17,15 +17,6 @@ from facefactors.edit.traversal import (
 from facefactors.models.vae import VAE, VAEModelConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def model():
     torch.manual_seed(0)

@@ -4,19 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facefactors.cli.main import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run_cli(args, capsys):

@@ -4,18 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from facefactors.experiments.vae import ReplaySampler, tradeoff
 from facefactors.train.vae_data import BlobsGroundTruth
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class CountingSampler(BlobsGroundTruth):

@@ -23,16 +23,6 @@ from facefactors.models.vae_losses import (
 )
 from facefactors.utils.errors import UserError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = dict(latent_dim=4, channels=(8, 8, 16), hidden=32, image_size=32)
 
 

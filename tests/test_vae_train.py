@@ -12,15 +12,6 @@ from facefactors.train.vae_data import BlobsDataset, BlobsGroundTruth, render_bl
 from facefactors.utils.errors import UserError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one torch thread avoids oversubscription (10x slowdowns)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(*overrides):
     return load_config(VAEConfig, "vae", "tiny", list(overrides))
 

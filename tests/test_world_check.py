@@ -9,16 +9,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small render batches gain nothing from threads, and on a shared machine two threads thrash."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_dlib_finds_the_faces_and_their_landmarks():
     pytest.importorskip("dlib")
