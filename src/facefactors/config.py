@@ -9,6 +9,7 @@ A preset may name another as ``base: quick`` to inherit from it.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"config {where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] or X | None
         if value is None and type(None) in args:
             return None
         for a in args:
