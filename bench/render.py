@@ -1,7 +1,9 @@
 """Benchmark: face-world rendering throughput and the differentiable render path (issue 2, section 6).
 
 Prints device, torch threads and batch size, then images/s of ``FaceWorld.sample`` (fresh
-parameters + canonical maps + shading + z-buffer + compositing) at 64x64 and 128x128, the
+parameters + canonical maps + shading + z-buffer + compositing) at 64x64 and 128x128 -- in this
+process with its torch threads, and as training consumes the world: a ``WorldStream`` read
+through a DataLoader with ``--workers`` worker processes (one torch thread each) -- the
 forward+backward time of ``render.warp.render_view`` on 64 height fields at 64x64, and the
 machine's own float32 matmul peak for reference (DESIGN.md style rule 7).
 
@@ -33,6 +35,26 @@ def world_rate(size: int, batch: int, repeats: int, device: torch.device) -> flo
         world.render(world.sample_params(idx))
 
     return batch / timed(step, device, repeats)
+
+
+def stream_rate(size: int, batch: int, workers: int, batches: int) -> float:
+    """Images/s of a ``WorldStream`` read through a DataLoader with ``workers`` processes (PyTorch
+    gives each worker one torch thread): the way training runs consume freshly rendered batches.
+    Timed from the first batch on, so worker start-up is not counted."""
+    import time
+
+    from facefactors.data.world import WorldStream
+    from facefactors.world import FaceWorld, WorldConfig
+
+    stream = WorldStream(FaceWorld(WorldConfig(seed=0, image_size=size)), batch_size=batch,
+                         max_steps=1 + -(-batches // max(workers, 1)) + 1)
+    it = iter(stream.loader(num_workers=workers))
+    for _ in range(max(workers, 1)):  # every worker has started and rendered once
+        next(it)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - t)
 
 
 def world_breakdown(size: int, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -92,6 +114,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="data-loader processes of the stream figure")
+    ap.add_argument("--stream-batches", type=int, default=12, help="batches timed in the stream figure")
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
@@ -115,6 +139,9 @@ def main() -> None:
         print(
             f"world render {size}x{size}: {rate:.1f} images/s (target >= {target} on 2 CPU cores)"
         )
+        rate = stream_rate(size, args.batch, args.workers, args.stream_batches)
+        print(f"  world stream {size}x{size}, DataLoader with {args.workers} worker processes x 1 thread: "
+              f"{rate:.1f} images/s")
         parts = world_breakdown(size, args.batch, args.repeats, device)
         print("  per batch: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts.items()))
     t = render_view_time(device, args.repeats)
