@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from facefactors.config import save_config
+from facefactors.config import load_config, save_config
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.rater import NO_CHANGE, Rater, RaterConfig
-from facefactors.train.rater import RaterTrainConfig, load_rater, rater_loss
+from facefactors.train.rater import RaterRecipe, RaterTrainConfig, load_rater, rater_loss
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import save_module
 
@@ -89,3 +89,37 @@ def test_load_rater_round_trip(tmp_path):
     assert loaded.calibration == {"identity": 0.2}
     with pytest.raises(UserError, match="train a rater"):
         load_rater(tmp_path / "nope")
+
+
+def test_onecycle_schedule_warms_up_then_decays_to_near_zero():
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8), lr=2e-3, schedule="onecycle", warmup=0.2)
+    cfg.trainer.max_steps = 100
+    conf = RaterRecipe(cfg, description()).configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = max(range(100), key=lambda i: lrs[i])
+    assert peak == 19 and lrs[peak] == pytest.approx(2e-3)  # torch peaks at step pct_start * total - 1
+    assert lrs[0] < 2e-4 and lrs[-1] < 1e-5
+
+
+def test_constant_schedule_and_bad_schedule():
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8))
+    assert isinstance(RaterRecipe(cfg, description()).configure_optimizers(), torch.optim.Adam)
+    cfg.schedule = "cosine"
+    with pytest.raises(UserError, match="onecycle"):
+        RaterRecipe(cfg, description()).configure_optimizers()
+
+
+@pytest.mark.parametrize("preset,size,out_res", [("quick", 64, 4), ("quick32", 32, 4)])
+def test_presets_keep_a_4x4_map_at_their_image_size(preset, size, out_res):
+    cfg = load_config(RaterTrainConfig, "rater", preset)
+    assert cfg.model.image_size == size and cfg.schedule == "onecycle"
+    assert cfg.data.train_identities * cfg.data.images_per_identity >= 24000  # the small set over-fitted
+    r = Rater(description(), cfg.model).eval()
+    assert r.trunk.out_resolution == out_res
+    assert r.predict(torch.rand(2, 3, size, size))["expression"].shape == (2, 3)

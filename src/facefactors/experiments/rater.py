@@ -21,6 +21,7 @@ from facefactors.train.rater import RaterRecipe, RaterTrainConfig
 from facefactors.train.ufe_data import (
     FaceTensorSet,
     GroupedBatches,
+    class_balance,
     render_world_set,
     unbatched_loader,
 )
@@ -50,7 +51,7 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     stream = GroupedBatches(train, IDENTITY, d.identities_per_batch, d.images_per_batch_identity, seed=cfg.trainer.seed)
     fit(build_trainer(cfg.trainer, run), recipe, run, train_dataloaders=unbatched_loader(stream))
     model = recipe.model.eval()
-    metrics = {"rater_accuracy": rater_accuracy(model, test)}
+    metrics = {"rater_accuracy": rater_accuracy(model, test), "rater_chance": {k: class_balance(test.labels[k].numpy()) for k in model.factors}}
     calib = calibrate(model, wcfg, "test", d.test_identities, n=min(256, 8 * d.test_identities))
     atomic_write_json(run.path / "calibration.json", calib)
     metrics["rater_calibration"] = calib
