@@ -105,3 +105,11 @@ def test_batched_fetch_equals_collated_items():
     for k in labels:
         assert torch.equal(fast["labels"][k], slow["labels"][k])
     assert fast["index"].tolist() == idx
+
+
+def test_losses_are_logged_only_every_n_steps(tmp_path):
+    """The recipe logs on the steps the curves record (and the first), not on every step."""
+    run = train(tiny("model.kind=vae", "trainer.log_every_n_steps=2"), tmp_path / "every2")
+    history = json.loads((run.path / "loss_history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 4, 6]
+    assert all(np.isfinite(h["loss"]) for h in history)
