@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facefactors.experiments.vae import ReplaySampler, tradeoff
+from facefactors.experiments.vae_attributes import summarise
 from facefactors.train.vae_data import BlobsGroundTruth
 
 
@@ -50,3 +51,17 @@ def test_tradeoff_pipeline_on_tiny(tmp_path):
     assert "| vae |" in report and (tmp_path / "tradeoff" / "tradeoff.png").is_file()
     stored = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
     assert stored["ground_truth"]["mig"] == pytest.approx(rows["vae"]["mig"])
+
+
+def test_attribute_summary_picks_the_smallest_alpha_turning_a_majority():
+    def row(model, alpha, turned):
+        return {"model": model, "attribute": "eyeglasses=yes", "alpha": alpha, "turned": turned, "own_closer": 1 - alpha / 10, "sim_own": 0.9, "sim_other": 0.1, "seen_recon": 0.8}
+
+    rows = [row("vae", a, t) for a, t in [(0.0, 0.9), (1.0, 0.3), (2.0, 0.6), (3.0, 0.8)]]
+    rows += [row("beta5", a, t) for a, t in [(0.0, 0.1), (4.0, 0.45), (2.0, 0.45), (6.0, 0.2)]]
+    s = summarise(rows)
+    # alpha 0 never counts, even when the reconstruction already "has it"
+    assert s["vae/eyeglasses=yes"]["alpha"] == 2.0 and s["vae/eyeglasses=yes"]["turned"] == 0.6
+    # no majority: the best share, the smaller alpha on a tie
+    assert s["beta5/eyeglasses=yes"]["alpha"] == 2.0 and s["beta5/eyeglasses=yes"]["turned"] == 0.45
+    assert summarise([row("vae", 0.0, 0.5)]) == {}

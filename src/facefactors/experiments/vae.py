@@ -227,10 +227,10 @@ def pythae_comparison(out: Path, preset: str = "quick", overrides: list[str] | N
     return compare(Path(out), preset, list(overrides or []))
 
 
-def attributes(out: Path, preset: str = "quick", overrides: list[str] | None = None, rater_dir: str | None = None) -> dict:
-    from facefactors.experiments.vae_attributes import attribute_experiment
+def attributes(out: Path, preset: str = "quick", overrides: list[str] | None = None, rater_dir: str | None = None, variants: list[str] | None = None, alphas: list[float] | None = None) -> dict:
+    from facefactors.experiments.vae_attributes import ALPHAS, MODELS, attribute_experiment
 
-    return attribute_experiment(Path(out), preset, list(overrides or []), rater_dir)
+    return attribute_experiment(Path(out), preset, list(overrides or []), rater_dir, models=variants or MODELS, alphas=alphas or ALPHAS)
 
 
 EXPERIMENTS = {"tradeoff": tradeoff, "attributes": attributes, "pythae": pythae_comparison}
