@@ -123,3 +123,20 @@ def test_presets_keep_a_4x4_map_at_their_image_size(preset, size, out_res):
     r = Rater(description(), cfg.model).eval()
     assert r.trunk.out_resolution == out_res
     assert r.predict(torch.rand(2, 3, size, size))["expression"].shape == (2, 3)
+
+
+def test_threads_are_set_before_the_training_set_is_rendered(monkeypatch, tmp_path):
+    """Rendering runs before Lightning's set-up; at torch's default of two threads it crawled."""
+    import facefactors.experiments.rater as X
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+
+    def render(*args, **kwargs):
+        calls.append(("render",))
+        raise KeyboardInterrupt  # stop here: only the order matters
+
+    monkeypatch.setattr(X, "render_world_set", render)
+    with pytest.raises(KeyboardInterrupt):
+        X.train_rater("quick32", tmp_path / "r", ["data.cache="])
+    assert calls[:2] == [("threads", 1), ("render",)]

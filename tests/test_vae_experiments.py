@@ -89,3 +89,21 @@ def test_pythae_comparison_on_tiny(tmp_path):
     for r in rows.values():
         assert r["fit_s"] > 0 and r["bare_loop_s"] > 0 and np.isfinite(r["reconstruction_nats"])
     assert "over bare loop" in (tmp_path / "pythae" / "report.md").read_text()
+
+
+def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_path):
+    import torch
+
+    import facefactors.experiments.vae as X
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+
+    def build(*args, **kwargs):
+        calls.append(("render",))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(X, "build_dataset", build)
+    with pytest.raises(KeyboardInterrupt):
+        X.train_variants(tmp_path, ["vae"], "quick", [])
+    assert calls[:2] == [("threads", 1), ("render",)]

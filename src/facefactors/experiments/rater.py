@@ -41,6 +41,8 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     """Train the rater, then measure its held-out accuracy and calibrate ``which_changed``."""
     cfg = load_config(RaterTrainConfig, "rater", preset, overrides)
     cfg.trainer.progress = cfg.trainer.progress and progress
+    if cfg.trainer.threads > 0:  # before rendering too: two threads on a shared 2-core machine crawl
+        torch.set_num_threads(cfg.trainer.threads)
     d = cfg.data
     wcfg = rater_world_config(d.world_seed, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)

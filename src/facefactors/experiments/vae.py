@@ -60,6 +60,8 @@ def train_variants(root: Path, names: list[str], preset: str, overrides: list[st
     """Train (or reuse) each variant on one shared training set -> {name: RunDir} (, dataset)."""
     cfgs = {n: variant_config(n, preset, overrides) for n in names}
     first = cfgs[names[0]]
+    if first.trainer.threads > 0:  # rendering too: two threads on a shared 2-core machine crawl
+        torch.set_num_threads(first.trainer.threads)
     dataset = build_dataset(first.data, first.model.image_size, progress=first.trainer.progress)
     runs = {n: train(c, root / "runs" / n, dataset=dataset) for n, c in cfgs.items()}
     return (runs, dataset) if return_dataset else runs

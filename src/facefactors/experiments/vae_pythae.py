@@ -95,6 +95,8 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         raise UserError("this experiment needs pythae: pip install pythae (check first with pip install --dry-run pythae that it keeps your torch)") from None
     out.mkdir(parents=True, exist_ok=True)
     cfg = variant_config(variant, preset, list(overrides or []))
+    if cfg.trainer.threads > 0:  # every timing below, and the rendering, on the same thread count
+        torch.set_num_threads(cfg.trainer.threads)
     dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # (N, 3, S, S)
     batch = cfg.trainer.batch_size
