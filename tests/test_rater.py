@@ -140,3 +140,19 @@ def test_threads_are_set_before_the_training_set_is_rendered(monkeypatch, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         X.train_rater("quick32", tmp_path / "r", ["data.cache="])
     assert calls[:2] == [("threads", 1), ("render",)]
+
+
+def test_random_blur_blurs_the_chosen_share_and_keeps_the_rest():
+    from facefactors.train.rater import random_blur
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(400, 1, 25, 25)
+    x[:, :, 12, 12] = 1.0  # a point: blurred, its peak drops and its mass spreads
+    assert torch.equal(random_blur(x, 0.0, 2.0), x)
+    y = random_blur(x, 0.5, 2.0, generator=g)
+    assert y.shape == x.shape
+    changed = (y != x).flatten(1).any(1).float().mean()
+    assert 0.4 < changed < 0.6  # about half the images
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-4)  # mass kept (far from the border)
+    kept = (y == x).flatten(1).all(1)
+    assert kept.any() and y[~kept][:, 0, 12, 12].mean() < 0.5  # the others untouched, the chosen ones spread

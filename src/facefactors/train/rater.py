@@ -40,7 +40,29 @@ class RaterTrainConfig:
     schedule: str = "constant"  # constant | onecycle (warm-up, then cosine decay to ~0 at max_steps)
     warmup: float = 0.15  # onecycle: share of max_steps spent warming up
     identity_weight: float = 1.0  # weight of the identity loss
+    blur_probability: float = 0.0  # share of training images given a random Gaussian blur
+    blur_max: float = 2.0  # largest blur sigma, pixels of the rater's input
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def random_blur(image: torch.Tensor, probability: float, sigma_max: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image (B, C, H, W) blurred with probability ``probability`` by a Gaussian of sigma
+    uniform in (0, sigma_max] pixels. A rater that judges generated faces (VAE reconstructions
+    and edits, which are smooth) must not read blur as an attribute: trained on sharp renders
+    only, the 32-px rater called a third of VAE reconstructions of faces without glasses "with
+    glasses" (docs/results.md)."""
+    from facefactors.world.imaging import blur
+
+    if probability <= 0 or sigma_max <= 0:
+        return image
+    b = image.shape[0]
+    on = torch.rand(b, generator=generator) < probability
+    sigma = (1 - torch.rand(b, generator=generator)) * sigma_max  # (0, sigma_max]
+    if not on.any():
+        return image
+    out = image.clone()
+    out[on.to(image.device)] = blur(image[on.to(image.device)], sigma[on].to(image.device, image.dtype))
+    return out
 
 
 def rater_loss(model: Rater, image: torch.Tensor, labels: dict[str, torch.Tensor], identity_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -70,7 +92,8 @@ class RaterRecipe(L.LightningModule):
         self.model = Rater(description, cfg.model)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        total, terms = rater_loss(self.model, batch["image"], batch["labels"], self.cfg.identity_weight)
+        image = random_blur(batch["image"], self.cfg.blur_probability, self.cfg.blur_max)
+        total, terms = rater_loss(self.model, image, batch["labels"], self.cfg.identity_weight)
         # self.log has a per-call bookkeeping cost; nine calls a step add up next to a small CPU step,
         # so log only on the steps the logger writes (as the VAE recipe does).
         if (self.global_step + 1) % max(1, self.cfg.trainer.log_every_n_steps) == 0:
