@@ -139,7 +139,7 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
     factors, obs = observations(sampler.sampler, sizes.codes, seed=0)
     rows = []
     for name, model, wall, fit_s in (("facefactors", ours_model, ours_total, ours_fit), ("pythae", theirs, pythae_total, pythae_total)):
-        row = {"library": name, "beta": beta, "epochs": epochs, "steps": cfg.trainer.max_steps, "train_call_s": round(wall, 1), "fit_s": round(fit_s, 1), "bare_loop_s": round(bare, 1)}
+        row = {"library": name, "beta": beta, "epochs": epochs, "steps": cfg.trainer.max_steps, "train_call_s": round(wall, 1), "fit_s": round(fit_s, 1), "bare_loop_s": round(bare, 2)}
         row["overhead_vs_bare"] = round(fit_s / bare - 1, 3)  # share of the fit spent outside the plain loop
         row["params"] = sum(p.numel() for p in model.parameters())
         row.update(score_model(model, sampler, sizes, factors, obs))

@@ -160,14 +160,16 @@ class LossCurves(Callback):
             self.history = [h for h in self.history if h["step"] < step]  # a resumed run overwrites the tail
             self.history.append({"step": step, **outputs["logged"]})
 
-    def write(self) -> None:
+    def write(self, plot: bool = True) -> None:
         atomic_write_json(self.path, self.history)
-        if self.history:
+        if plot and self.history:
             plot_loss_curves(self.history, self.run.path / "loss_curves.png")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # The history is what a resume needs; the PNG (matplotlib: ~0.3 s a plot on one CPU
+        # thread, a visible share of a quick run's overhead over a plain loop) waits for the end.
         if trainer.is_global_zero:
-            self.write()
+            self.write(plot=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
