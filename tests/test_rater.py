@@ -118,7 +118,7 @@ def test_constant_schedule_and_bad_schedule():
 @pytest.mark.parametrize("preset,size,out_res", [("quick", 64, 4), ("quick32", 32, 4)])
 def test_presets_keep_a_4x4_map_at_their_image_size(preset, size, out_res):
     cfg = load_config(RaterTrainConfig, "rater", preset)
-    assert cfg.model.image_size == size and cfg.schedule == "onecycle"
+    assert cfg.model.image_size == size and cfg.schedule == "onecycle" and cfg.blur_probability == 0
     assert cfg.data.train_identities * cfg.data.images_per_identity >= 24000  # the small set over-fitted
     r = Rater(description(), cfg.model).eval()
     assert r.trunk.out_resolution == out_res

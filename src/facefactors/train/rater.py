@@ -47,10 +47,10 @@ class RaterTrainConfig:
 
 def random_blur(image: torch.Tensor, probability: float, sigma_max: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image (B, C, H, W) blurred with probability ``probability`` by a Gaussian of sigma
-    uniform in (0, sigma_max] pixels. A rater that judges generated faces (VAE reconstructions
-    and edits, which are smooth) must not read blur as an attribute: trained on sharp renders
-    only, the 32-px rater called a third of VAE reconstructions of faces without glasses "with
-    glasses" (docs/results.md)."""
+    uniform in (0, sigma_max] pixels. Meant for raters that judge smooth generated faces: trained
+    on sharp renders only, the 32-px rater called a third of VAE reconstructions of faces without
+    glasses "with glasses". With blur_probability 0.5 it called two thirds of reconstructions of
+    non-smiling faces "smiling" instead, so no preset turns it on (docs/results.md)."""
     from facefactors.world.imaging import blur
 
     if probability <= 0 or sigma_max <= 0:
