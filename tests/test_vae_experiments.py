@@ -98,6 +98,8 @@ def test_pythae_comparison_on_tiny(tmp_path):
     for r in rows.values():
         assert r["fit_s"] > 0 and r["bare_loop_s"] >= 0 and np.isfinite(r["reconstruction_nats"])
     assert "over bare loop" in (tmp_path / "pythae" / "report.md").read_text()
+    assert {k: len(v) for k, v in result["rounds"].items()} == {"ours_call": 2, "ours_fit": 2, "pythae": 2, "bare": 2}
+    assert rows["pythae"]["fit_s"] == pytest.approx(min(result["rounds"]["pythae"]), abs=0.06)  # the fastest round
 
 
 def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_path):

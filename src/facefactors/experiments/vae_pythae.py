@@ -6,6 +6,10 @@ learning rate and betas), batch size, training images and number of optimisation
 (whole epochs), in one process on one thread. Both trained models are then scored by the same
 code on the same ground-truth renders (``experiments/vae.py: score_model``).
 
+Timing: the issue asks for ours to be "not slower". Each round trains ours, pythae (alternating
+which goes first) and a plain PyTorch loop of the same steps (the floor both add overhead to);
+the fastest round of each is reported, since other jobs share the CPU.
+
 pythae is an optional extra (``pip install pythae``; pyproject extra ``[compare]``).
 """
 
@@ -85,7 +89,7 @@ def bare_loop_seconds(cfg, images: torch.Tensor, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None, variant: str = "beta2") -> dict:
+def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None, variant: str = "beta2", rounds: int = 2) -> dict:
     try:
         from pythae.data.datasets import BaseDataset
         from pythae.models import BetaVAE, BetaVAEConfig
@@ -105,30 +109,46 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
     cfg.trainer.max_steps = epochs * steps_per_epoch  # whole epochs, as pythae trains
     beta = float(cfg.loss.beta)
 
-    # Ours (Lightning recipe).
-    start = time.perf_counter()
-    run = train(cfg, out / "ours", overwrite=True, dataset=dataset)
-    ours_total = time.perf_counter() - start
-    ours_model, _, _ = load_run(run.path, "cpu")
-    ours_fit = float(json.loads(run.metrics.read_text())["train_wall_s"])
+    def fit_ours():
+        t0 = time.perf_counter()
+        run = train(cfg, out / "ours", overwrite=True, dataset=dataset)
+        return time.perf_counter() - t0, float(json.loads(run.metrics.read_text())["train_wall_s"]), run
 
-    # pythae BetaVAE, same networks and settings.
-    torch.manual_seed(cfg.trainer.seed)
-    enc, dec = _pythae_modules(cfg.model)
-    pmodel = BetaVAE(BetaVAEConfig(input_dim=tuple(images.shape[1:]), latent_dim=cfg.model.latent_dim, beta=beta, reconstruction_loss="bce"), encoder=enc, decoder=dec)
-    tcfg = BaseTrainerConfig(
-        output_dir=str(out / "pythae"),
-        num_epochs=epochs,
-        learning_rate=cfg.optim.lr,
-        per_device_train_batch_size=batch,
-        optimizer_params={"betas": tuple(cfg.optim.betas)},
-        seed=cfg.trainer.seed,
-        no_cuda=not torch.cuda.is_available(),
-    )
-    start = time.perf_counter()
-    TrainingPipeline(training_config=tcfg, model=pmodel)(train_data=BaseDataset(images, torch.zeros(len(images))))
-    pythae_total = time.perf_counter() - start
-    bare = bare_loop_seconds(cfg, images, cfg.trainer.max_steps)
+    def fit_pythae():
+        # pythae BetaVAE, same networks and settings.
+        torch.manual_seed(cfg.trainer.seed)
+        enc, dec = _pythae_modules(cfg.model)
+        pmodel = BetaVAE(BetaVAEConfig(input_dim=tuple(images.shape[1:]), latent_dim=cfg.model.latent_dim, beta=beta, reconstruction_loss="bce"), encoder=enc, decoder=dec)
+        tcfg = BaseTrainerConfig(
+            output_dir=str(out / "pythae"),
+            num_epochs=epochs,
+            learning_rate=cfg.optim.lr,
+            per_device_train_batch_size=batch,
+            optimizer_params={"betas": tuple(cfg.optim.betas)},
+            seed=cfg.trainer.seed,
+            no_cuda=not torch.cuda.is_available(),
+        )
+        t0 = time.perf_counter()
+        TrainingPipeline(training_config=tcfg, model=pmodel)(train_data=BaseDataset(images, torch.zeros(len(images))))
+        return time.perf_counter() - t0, pmodel
+
+    # Other jobs share the machine, and whoever runs first pays the warm-up (kernel selection,
+    # lazy imports): each round times all three, ours and pythae in alternating order, and the
+    # fastest round of each counts.
+    times: dict[str, list[float]] = {"ours_call": [], "ours_fit": [], "pythae": [], "bare": []}
+    for r in range(max(1, rounds)):
+        order = ("ours", "pythae") if r % 2 == 0 else ("pythae", "ours")
+        for who in order:
+            if who == "ours":
+                call_s, fit_s, run = fit_ours()
+                times["ours_call"].append(call_s)
+                times["ours_fit"].append(fit_s)
+            else:
+                call_s, pmodel = fit_pythae()
+                times["pythae"].append(call_s)
+        times["bare"].append(bare_loop_seconds(cfg, images, cfg.trainer.max_steps))
+    ours_model, _, _ = load_run(run.path, "cpu")
+    ours_total, ours_fit, pythae_total, bare = (min(times[k]) for k in ("ours_call", "ours_fit", "pythae", "bare"))
     theirs = VAE(cfg.model)
     theirs.encoder.load_state_dict(pmodel.encoder.net.state_dict())
     theirs.decoder.load_state_dict(pmodel.decoder.net.state_dict())
@@ -152,9 +172,10 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         "(ours: Lightning fit incl. checkpoints and sample grids; pythae: its whole pipeline call), "
         "'whole call s' adds ours' final encoding of the training set for features.npz. 'over bare loop': fit time "
         f"over a plain PyTorch loop of the same steps ({bare:.1f} s), i.e. each library's own overhead. "
-        "The machine's load changes between the three timings; rerun to see the spread.\n\n" + _table(rows, cols)
+        f"Times are the fastest of {max(1, rounds)} rounds (ours and pythae in alternating order); every round: "
+        + ", ".join(f"{k} {' / '.join(f'{v:.1f}' for v in vs)} s" for k, vs in times.items()) + ".\n\n" + _table(rows, cols)
     )
     atomic_write_text(out / "report.md", report)
-    result = {"rows": rows, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s", "overhead_vs_bare")} for r in rows}}
+    result = {"rows": rows, "rounds": {k: [round(v, 2) for v in vs] for k, vs in times.items()}, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s", "overhead_vs_bare")} for r in rows}}
     atomic_write_json(out / "results.json", result)
     return result
