@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,3 +157,12 @@ def test_random_blur_blurs_the_chosen_share_and_keeps_the_rest():
     assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-4)  # mass kept (far from the border)
     kept = (y == x).flatten(1).all(1)
     assert kept.any() and y[~kept][:, 0, 12, 12].mean() < 0.5  # the others untouched, the chosen ones spread
+
+
+def test_balanced_verification_is_chance_for_a_useless_embedding_and_one_for_a_perfect_one():
+    from facefactors.experiments.rater import verification_balanced
+
+    same = np.array([True] * 3 + [False] * 97)  # few same-person pairs, as in a real test set
+    assert verification_balanced(np.zeros(100), same) == pytest.approx(0.5)  # plain accuracy would be 0.97
+    assert verification_balanced(np.where(same, 0.9, 0.1), same) == pytest.approx(1.0)
+    assert np.isnan(verification_balanced(np.zeros(3), np.zeros(3, bool)))

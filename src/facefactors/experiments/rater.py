@@ -85,7 +85,19 @@ def rater_accuracy(model: Rater, data: FaceTensorSet, batch_size: int = 128) -> 
     s, t = sim[iu[0], iu[1]].numpy(), same[iu[0], iu[1]].numpy()
     best = max(float(((s > th) == t).mean()) for th in np.linspace(-1, 1, 81))
     out["identity_verification"] = best
+    # Same-person pairs are a few percent of all pairs, so the plain accuracy is near 1 for any
+    # embedding; the balanced one (mean of the same- and different-pair accuracies) is not.
+    out["identity_verification_balanced"] = verification_balanced(s, t)
     return out
+
+
+def verification_balanced(similarity: np.ndarray, same: np.ndarray, thresholds: int = 81) -> float:
+    """Best balanced accuracy 0.5 * (TPR + TNR) of "same person iff similarity > t" over
+    ``thresholds`` values of t in [-1, 1]; 0.5 is chance. NaN if a class has no pairs."""
+    s, t = np.asarray(similarity), np.asarray(same, bool)
+    if t.all() or not t.any():
+        return float("nan")
+    return max(0.5 * (float((s[t] > th).mean()) + float((s[~t] <= th).mean())) for th in np.linspace(-1, 1, thresholds))
 
 
 def intervene(world, params, factor: str, split: str, new_index: torch.Tensor):
