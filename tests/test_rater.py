@@ -2,13 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from facefactors.config import save_config
+from facefactors.config import load_config, save_config
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.rater import NO_CHANGE, Rater, RaterConfig
-from facefactors.train.rater import RaterTrainConfig, load_rater, rater_loss
+from facefactors.train.rater import RaterRecipe, RaterTrainConfig, load_rater, rater_loss
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import save_module
 
@@ -89,3 +90,79 @@ def test_load_rater_round_trip(tmp_path):
     assert loaded.calibration == {"identity": 0.2}
     with pytest.raises(UserError, match="train a rater"):
         load_rater(tmp_path / "nope")
+
+
+def test_onecycle_schedule_warms_up_then_decays_to_near_zero():
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8), lr=2e-3, schedule="onecycle", warmup=0.2)
+    cfg.trainer.max_steps = 100
+    conf = RaterRecipe(cfg, description()).configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = max(range(100), key=lambda i: lrs[i])
+    assert peak == 19 and lrs[peak] == pytest.approx(2e-3)  # torch peaks at step pct_start * total - 1
+    assert lrs[0] < 2e-4 and lrs[-1] < 1e-5
+
+
+def test_constant_schedule_and_bad_schedule():
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8))
+    assert isinstance(RaterRecipe(cfg, description()).configure_optimizers(), torch.optim.Adam)
+    cfg.schedule = "cosine"
+    with pytest.raises(UserError, match="onecycle"):
+        RaterRecipe(cfg, description()).configure_optimizers()
+
+
+@pytest.mark.parametrize("preset,size,out_res", [("quick", 64, 4), ("quick32", 32, 4)])
+def test_presets_keep_a_4x4_map_at_their_image_size(preset, size, out_res):
+    cfg = load_config(RaterTrainConfig, "rater", preset)
+    assert cfg.model.image_size == size and cfg.schedule == "onecycle" and cfg.blur_probability == 0
+    assert cfg.data.train_identities * cfg.data.images_per_identity >= 24000  # the small set over-fitted
+    r = Rater(description(), cfg.model).eval()
+    assert r.trunk.out_resolution == out_res
+    assert r.predict(torch.rand(2, 3, size, size))["expression"].shape == (2, 3)
+
+
+def test_threads_are_set_before_the_training_set_is_rendered(monkeypatch, tmp_path):
+    """Rendering runs before Lightning's set-up; at torch's default of two threads it crawled."""
+    import facefactors.experiments.rater as X
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+
+    def render(*args, **kwargs):
+        calls.append(("render",))
+        raise KeyboardInterrupt  # stop here: only the order matters
+
+    monkeypatch.setattr(X, "render_world_set", render)
+    with pytest.raises(KeyboardInterrupt):
+        X.train_rater("quick32", tmp_path / "r", ["data.cache="])
+    assert calls[:2] == [("threads", 1), ("render",)]
+
+
+def test_random_blur_blurs_the_chosen_share_and_keeps_the_rest():
+    from facefactors.train.rater import random_blur
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(400, 1, 25, 25)
+    x[:, :, 12, 12] = 1.0  # a point: blurred, its peak drops and its mass spreads
+    assert torch.equal(random_blur(x, 0.0, 2.0), x)
+    y = random_blur(x, 0.5, 2.0, generator=g)
+    assert y.shape == x.shape
+    changed = (y != x).flatten(1).any(1).float().mean()
+    assert 0.4 < changed < 0.6  # about half the images
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-4)  # mass kept (far from the border)
+    kept = (y == x).flatten(1).all(1)
+    assert kept.any() and y[~kept][:, 0, 12, 12].mean() < 0.5  # the others untouched, the chosen ones spread
+
+
+def test_balanced_verification_is_chance_for_a_useless_embedding_and_one_for_a_perfect_one():
+    from facefactors.experiments.rater import verification_balanced
+
+    same = np.array([True] * 3 + [False] * 97)  # few same-person pairs, as in a real test set
+    assert verification_balanced(np.zeros(100), same) == pytest.approx(0.5)  # plain accuracy would be 0.97
+    assert verification_balanced(np.where(same, 0.9, 0.1), same) == pytest.approx(1.0)
+    assert np.isnan(verification_balanced(np.zeros(3), np.zeros(3, bool)))

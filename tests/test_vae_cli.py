@@ -65,6 +65,10 @@ def test_train_traverse_attribute(trained, capsys):
         (["vae", "train", "--model", "vae", "--preset", "tiny", "--set", "loss.beta=4"], "plain VAE"),
         (["vae", "traverse", "nowhere"], "no such run directory"),
         (["vae", "experiment", "nothing"], "unknown experiment"),
+        (["vae", "experiment", "attributes", "--variants", "vae,beta9"], "unknown ['beta9']"),
+        (["vae", "experiment", "pythae", "--variants", "vae"], "pythae compares one"),
+        (["vae", "experiment", "tradeoff", "--alphas", "1,2"], "attributes experiment only"),
+        (["vae", "experiment", "attributes", "--alphas", "1,x"], "comma-separated"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, args, message):

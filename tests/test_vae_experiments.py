@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facefactors.experiments.vae import ReplaySampler, tradeoff
+from facefactors.experiments.vae_attributes import flipped, summarise
 from facefactors.train.vae_data import BlobsGroundTruth
 
 
@@ -50,3 +51,70 @@ def test_tradeoff_pipeline_on_tiny(tmp_path):
     assert "| vae |" in report and (tmp_path / "tradeoff" / "tradeoff.png").is_file()
     stored = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
     assert stored["ground_truth"]["mig"] == pytest.approx(rows["vae"]["mig"])
+
+
+def test_flipped_counts_only_faces_rated_without_before():
+    before = np.array([True, False, False, False, True])
+    after = np.array([True, True, False, True, False])
+    assert flipped(before, after) == pytest.approx(2 / 3)  # faces 1-3; face 4 lost it, face 0 had it
+    assert np.isnan(flipped(np.ones(3, bool), np.ones(3, bool)))
+
+
+def test_attribute_summary_picks_the_smallest_alpha_turning_a_majority():
+    def row(model, alpha, turned):
+        return {"model": model, "attribute": "eyeglasses=yes", "alpha": alpha, "turned": 0.0, "flipped": turned, "own_closer": 1 - alpha / 10, "sim_own": 0.9, "sim_other": 0.1, "seen_recon": 0.8}
+
+    rows = [row("vae", a, t) for a, t in [(0.0, 0.9), (1.0, 0.3), (2.0, 0.6), (3.0, 0.8)]]
+    rows += [row("beta5", a, t) for a, t in [(0.0, 0.1), (4.0, 0.45), (2.0, 0.45), (6.0, 0.2)]]
+    s = summarise(rows)
+    # alpha 0 never counts, even when the reconstruction already "has it"
+    assert s["vae/eyeglasses=yes"]["alpha"] == 2.0 and s["vae/eyeglasses=yes"]["flipped"] == 0.6
+    # no majority: the best share, the smaller alpha on a tie
+    assert s["beta5/eyeglasses=yes"]["alpha"] == 2.0 and s["beta5/eyeglasses=yes"]["flipped"] == 0.45
+    # "turned" (raw share) is not the criterion: a high raw share with no flips is no majority
+    assert summarise([{**row("vae", 1.0, 0.1), "turned": 0.9}])["vae/eyeglasses=yes"]["flipped"] == 0.1
+    assert summarise([row("vae", 0.0, 0.5)]) == {}
+
+
+def test_bare_loop_trains_the_same_networks_for_the_given_steps():
+    import torch
+
+    from facefactors.experiments.vae import variant_config
+    from facefactors.experiments.vae_pythae import bare_loop_seconds
+
+    cfg = variant_config("beta2", "tiny", [])
+    images = torch.rand(80, 3, 32, 32)  # 2 whole batches of 32 per epoch: 5 steps cross an epoch
+    assert bare_loop_seconds(cfg, images, 5) > 0
+
+
+def test_pythae_comparison_on_tiny(tmp_path):
+    pytest.importorskip("pythae")
+    from facefactors.experiments.vae_pythae import compare
+
+    result = compare(tmp_path / "pythae", preset="tiny")
+    rows = {r["library"]: r for r in result["rows"]}
+    assert set(rows) == {"facefactors", "pythae"}
+    assert rows["facefactors"]["params"] == rows["pythae"]["params"]  # the same networks
+    for r in rows.values():
+        assert r["fit_s"] > 0 and r["bare_loop_s"] >= 0 and np.isfinite(r["reconstruction_nats"])
+    assert "over bare loop" in (tmp_path / "pythae" / "report.md").read_text()
+    assert {k: len(v) for k, v in result["rounds"].items()} == {"ours_call": 2, "ours_fit": 2, "pythae": 2, "bare": 2}
+    assert rows["pythae"]["fit_s"] == pytest.approx(min(result["rounds"]["pythae"]), abs=0.06)  # the fastest round
+
+
+def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_path):
+    import torch
+
+    import facefactors.experiments.vae as X
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+
+    def build(*args, **kwargs):
+        calls.append(("render",))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(X, "build_dataset", build)
+    with pytest.raises(KeyboardInterrupt):
+        X.train_variants(tmp_path, ["vae"], "quick", [])
+    assert calls[:2] == [("threads", 1), ("render",)]

@@ -105,3 +105,29 @@ def test_batched_fetch_equals_collated_items():
     for k in labels:
         assert torch.equal(fast["labels"][k], slow["labels"][k])
     assert fast["index"].tolist() == idx
+
+
+def test_losses_are_logged_only_every_n_steps(tmp_path):
+    """The recipe logs on the steps the curves record (and the first), not on every step."""
+    run = train(tiny("model.kind=vae", "trainer.log_every_n_steps=2"), tmp_path / "every2")
+    history = json.loads((run.path / "loss_history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 4, 6]
+    assert all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_checkpoints_save_the_loss_history_and_the_end_draws_the_curves(tmp_path):
+    from facefactors.train.common import RunDir
+    from facefactors.train.vae import LossCurves
+
+    run = RunDir(tmp_path)
+    curves = LossCurves(run, every=1)
+    curves.history = [{"step": 1, "loss": 3.0, "recon": 2.0, "kl": 1.0}]
+
+    class Trainer:
+        is_global_zero = True
+
+    curves.on_save_checkpoint(Trainer(), None, {})
+    assert (tmp_path / "loss_history.json").is_file() and not (tmp_path / "loss_curves.png").exists()
+    curves.on_train_end(Trainer(), None)
+    assert (tmp_path / "loss_curves.png").is_file()
+    assert json.loads((tmp_path / "loss_history.json").read_text())[0]["loss"] == 3.0

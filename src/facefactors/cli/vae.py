@@ -142,6 +142,8 @@ def experiment(
     preset: str = typer.Option("quick", help="preset of every training run"),
     set_: list[str] = typer.Option([], "--set", help="override a config field of every run"),
     rater: Path | None = typer.Option(None, help="attributes: a trained rater run (default: train one under OUT)"),
+    variants: str = typer.Option("", help="tradeoff/attributes: comma-separated models (default: all of the experiment's)"),
+    alphas: str = typer.Option("", help="attributes: comma-separated alphas of the curve (default 0,1,2,3,4,6)"),
 ) -> None:
     """Run one of the issue's experiments and write its report (report.md + results.json)."""
     from facefactors.experiments import vae as experiments
@@ -149,7 +151,19 @@ def experiment(
     fn = experiments.EXPERIMENTS.get(name)
     if fn is None:
         raise UserError(f"unknown experiment {name!r}; choose from {sorted(experiments.EXPERIMENTS)}")
-    kwargs = {"rater_dir": str(rater)} if rater is not None and name == "attributes" else {}
+    kwargs: dict = {"rater_dir": str(rater)} if rater is not None and name == "attributes" else {}
+    if variants:
+        if name == "pythae":
+            raise UserError("--variants applies to tradeoff and attributes; pythae compares one β-VAE")
+        chosen = [v.strip() for v in variants.split(",") if v.strip()]
+        unknown = [v for v in chosen if v not in experiments.VARIANTS]
+        if unknown:
+            raise UserError(f"--variants: unknown {unknown}; choose from {list(experiments.VARIANTS)}")
+        kwargs["variants"] = chosen
+    if alphas:
+        if name != "attributes":
+            raise UserError("--alphas applies to the attributes experiment only")
+        kwargs["alphas"] = _parse_floats(alphas)
     result = fn(out / name, preset=preset, overrides=list(set_), **kwargs)
     console.print(f"[green]done[/] {out / name}/report.md")
     console.print(json.dumps(result.get("summary", {}), indent=2))

@@ -21,6 +21,7 @@ from facefactors.train.rater import RaterRecipe, RaterTrainConfig
 from facefactors.train.ufe_data import (
     FaceTensorSet,
     GroupedBatches,
+    class_balance,
     render_world_set,
     unbatched_loader,
 )
@@ -40,6 +41,8 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     """Train the rater, then measure its held-out accuracy and calibrate ``which_changed``."""
     cfg = load_config(RaterTrainConfig, "rater", preset, overrides)
     cfg.trainer.progress = cfg.trainer.progress and progress
+    if cfg.trainer.threads > 0:  # before rendering too: two threads on a shared 2-core machine crawl
+        torch.set_num_threads(cfg.trainer.threads)
     d = cfg.data
     wcfg = rater_world_config(d.world_seed, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)
@@ -50,7 +53,7 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     stream = GroupedBatches(train, IDENTITY, d.identities_per_batch, d.images_per_batch_identity, seed=cfg.trainer.seed)
     fit(build_trainer(cfg.trainer, run), recipe, run, train_dataloaders=unbatched_loader(stream))
     model = recipe.model.eval()
-    metrics = {"rater_accuracy": rater_accuracy(model, test)}
+    metrics = {"rater_accuracy": rater_accuracy(model, test), "rater_chance": {k: class_balance(test.labels[k].numpy()) for k in model.factors}}
     calib = calibrate(model, wcfg, "test", d.test_identities, n=min(256, 8 * d.test_identities))
     atomic_write_json(run.path / "calibration.json", calib)
     metrics["rater_calibration"] = calib
@@ -82,7 +85,19 @@ def rater_accuracy(model: Rater, data: FaceTensorSet, batch_size: int = 128) -> 
     s, t = sim[iu[0], iu[1]].numpy(), same[iu[0], iu[1]].numpy()
     best = max(float(((s > th) == t).mean()) for th in np.linspace(-1, 1, 81))
     out["identity_verification"] = best
+    # Same-person pairs are a few percent of all pairs, so the plain accuracy is near 1 for any
+    # embedding; the balanced one (mean of the same- and different-pair accuracies) is not.
+    out["identity_verification_balanced"] = verification_balanced(s, t)
     return out
+
+
+def verification_balanced(similarity: np.ndarray, same: np.ndarray, thresholds: int = 81) -> float:
+    """Best balanced accuracy 0.5 * (TPR + TNR) of "same person iff similarity > t" over
+    ``thresholds`` values of t in [-1, 1]; 0.5 is chance. NaN if a class has no pairs."""
+    s, t = np.asarray(similarity), np.asarray(same, bool)
+    if t.all() or not t.any():
+        return float("nan")
+    return max(0.5 * (float((s[t] > th).mean()) + float((s[~t] <= th).mean())) for th in np.linspace(-1, 1, thresholds))
 
 
 def intervene(world, params, factor: str, split: str, new_index: torch.Tensor):

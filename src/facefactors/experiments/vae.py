@@ -60,6 +60,8 @@ def train_variants(root: Path, names: list[str], preset: str, overrides: list[st
     """Train (or reuse) each variant on one shared training set -> {name: RunDir} (, dataset)."""
     cfgs = {n: variant_config(n, preset, overrides) for n in names}
     first = cfgs[names[0]]
+    if first.trainer.threads > 0:  # rendering too: two threads on a shared 2-core machine crawl
+        torch.set_num_threads(first.trainer.threads)
     dataset = build_dataset(first.data, first.model.image_size, progress=first.trainer.progress)
     runs = {n: train(c, root / "runs" / n, dataset=dataset) for n, c in cfgs.items()}
     return (runs, dataset) if return_dataset else runs
@@ -227,10 +229,10 @@ def pythae_comparison(out: Path, preset: str = "quick", overrides: list[str] | N
     return compare(Path(out), preset, list(overrides or []))
 
 
-def attributes(out: Path, preset: str = "quick", overrides: list[str] | None = None, rater_dir: str | None = None) -> dict:
-    from facefactors.experiments.vae_attributes import attribute_experiment
+def attributes(out: Path, preset: str = "quick", overrides: list[str] | None = None, rater_dir: str | None = None, variants: list[str] | None = None, alphas: list[float] | None = None) -> dict:
+    from facefactors.experiments.vae_attributes import ALPHAS, MODELS, attribute_experiment
 
-    return attribute_experiment(Path(out), preset, list(overrides or []), rater_dir)
+    return attribute_experiment(Path(out), preset, list(overrides or []), rater_dir, models=variants or MODELS, alphas=alphas or ALPHAS)
 
 
 EXPERIMENTS = {"tradeoff": tradeoff, "attributes": attributes, "pythae": pythae_comparison}

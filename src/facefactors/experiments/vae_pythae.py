@@ -6,6 +6,10 @@ learning rate and betas), batch size, training images and number of optimisation
 (whole epochs), in one process on one thread. Both trained models are then scored by the same
 code on the same ground-truth renders (``experiments/vae.py: score_model``).
 
+Timing: the issue asks for ours to be "not slower". Each round trains ours, pythae (alternating
+which goes first) and a plain PyTorch loop of the same steps (the floor both add overhead to);
+the fastest round of each is reported, since other jobs share the CPU.
+
 pythae is an optional extra (``pip install pythae``; pyproject extra ``[compare]``).
 """
 
@@ -61,7 +65,31 @@ def _pythae_modules(model_cfg):
     return Encoder(), Decoder()
 
 
-def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None, variant: str = "beta2") -> dict:
+def bare_loop_seconds(cfg, images: torch.Tensor, steps: int) -> float:
+    """Seconds of a plain PyTorch loop (shuffled batches, forward, loss, backward, Adam) over the
+    same networks, loss and data: the floor that both libraries' training loops add overhead to."""
+    from facefactors.models.vae import build_vae
+    from facefactors.models.vae_losses import vae_objective
+
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_vae(cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    batch = cfg.trainer.batch_size
+    per_epoch = len(images) // batch
+    start = time.perf_counter()
+    for step in range(steps):
+        if step % per_epoch == 0:
+            order = torch.randperm(len(images))
+        x = images[order[(step % per_epoch) * batch : (step % per_epoch + 1) * batch]]
+        out = model(x)
+        loss = vae_objective(cfg.model.kind, out.logits, x, out.mu, out.logvar, out.z, cfg.loss, step=step, total_steps=steps)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None, variant: str = "beta2", rounds: int = 2) -> dict:
     try:
         from pythae.data.datasets import BaseDataset
         from pythae.models import BetaVAE, BetaVAEConfig
@@ -71,6 +99,8 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         raise UserError("this experiment needs pythae: pip install pythae (check first with pip install --dry-run pythae that it keeps your torch)") from None
     out.mkdir(parents=True, exist_ok=True)
     cfg = variant_config(variant, preset, list(overrides or []))
+    if cfg.trainer.threads > 0:  # every timing below, and the rendering, on the same thread count
+        torch.set_num_threads(cfg.trainer.threads)
     dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # (N, 3, S, S)
     batch = cfg.trainer.batch_size
@@ -79,29 +109,46 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
     cfg.trainer.max_steps = epochs * steps_per_epoch  # whole epochs, as pythae trains
     beta = float(cfg.loss.beta)
 
-    # Ours (Lightning recipe).
-    start = time.perf_counter()
-    run = train(cfg, out / "ours", overwrite=True, dataset=dataset)
-    ours_total = time.perf_counter() - start
-    ours_model, _, _ = load_run(run.path, "cpu")
-    ours_fit = float(json.loads(run.metrics.read_text())["train_wall_s"])
+    def fit_ours():
+        t0 = time.perf_counter()
+        run = train(cfg, out / "ours", overwrite=True, dataset=dataset)
+        return time.perf_counter() - t0, float(json.loads(run.metrics.read_text())["train_wall_s"]), run
 
-    # pythae BetaVAE, same networks and settings.
-    torch.manual_seed(cfg.trainer.seed)
-    enc, dec = _pythae_modules(cfg.model)
-    pmodel = BetaVAE(BetaVAEConfig(input_dim=tuple(images.shape[1:]), latent_dim=cfg.model.latent_dim, beta=beta, reconstruction_loss="bce"), encoder=enc, decoder=dec)
-    tcfg = BaseTrainerConfig(
-        output_dir=str(out / "pythae"),
-        num_epochs=epochs,
-        learning_rate=cfg.optim.lr,
-        per_device_train_batch_size=batch,
-        optimizer_params={"betas": tuple(cfg.optim.betas)},
-        seed=cfg.trainer.seed,
-        no_cuda=not torch.cuda.is_available(),
-    )
-    start = time.perf_counter()
-    TrainingPipeline(training_config=tcfg, model=pmodel)(train_data=BaseDataset(images, torch.zeros(len(images))))
-    pythae_total = time.perf_counter() - start
+    def fit_pythae():
+        # pythae BetaVAE, same networks and settings.
+        torch.manual_seed(cfg.trainer.seed)
+        enc, dec = _pythae_modules(cfg.model)
+        pmodel = BetaVAE(BetaVAEConfig(input_dim=tuple(images.shape[1:]), latent_dim=cfg.model.latent_dim, beta=beta, reconstruction_loss="bce"), encoder=enc, decoder=dec)
+        tcfg = BaseTrainerConfig(
+            output_dir=str(out / "pythae"),
+            num_epochs=epochs,
+            learning_rate=cfg.optim.lr,
+            per_device_train_batch_size=batch,
+            optimizer_params={"betas": tuple(cfg.optim.betas)},
+            seed=cfg.trainer.seed,
+            no_cuda=not torch.cuda.is_available(),
+        )
+        t0 = time.perf_counter()
+        TrainingPipeline(training_config=tcfg, model=pmodel)(train_data=BaseDataset(images, torch.zeros(len(images))))
+        return time.perf_counter() - t0, pmodel
+
+    # Other jobs share the machine, and whoever runs first pays the warm-up (kernel selection,
+    # lazy imports): each round times all three, ours and pythae in alternating order, and the
+    # fastest round of each counts.
+    times: dict[str, list[float]] = {"ours_call": [], "ours_fit": [], "pythae": [], "bare": []}
+    for r in range(max(1, rounds)):
+        order = ("ours", "pythae") if r % 2 == 0 else ("pythae", "ours")
+        for who in order:
+            if who == "ours":
+                call_s, fit_s, run = fit_ours()
+                times["ours_call"].append(call_s)
+                times["ours_fit"].append(fit_s)
+            else:
+                call_s, pmodel = fit_pythae()
+                times["pythae"].append(call_s)
+        times["bare"].append(bare_loop_seconds(cfg, images, cfg.trainer.max_steps))
+    ours_model, _, _ = load_run(run.path, "cpu")
+    ours_total, ours_fit, pythae_total, bare = (min(times[k]) for k in ("ours_call", "ours_fit", "pythae", "bare"))
     theirs = VAE(cfg.model)
     theirs.encoder.load_state_dict(pmodel.encoder.net.state_dict())
     theirs.decoder.load_state_dict(pmodel.decoder.net.state_dict())
@@ -112,19 +159,23 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
     factors, obs = observations(sampler.sampler, sizes.codes, seed=0)
     rows = []
     for name, model, wall, fit_s in (("facefactors", ours_model, ours_total, ours_fit), ("pythae", theirs, pythae_total, pythae_total)):
-        row = {"library": name, "beta": beta, "epochs": epochs, "steps": cfg.trainer.max_steps, "train_call_s": round(wall, 1), "fit_s": round(fit_s, 1)}
+        row = {"library": name, "beta": beta, "epochs": epochs, "steps": cfg.trainer.max_steps, "train_call_s": round(wall, 1), "fit_s": round(fit_s, 1), "bare_loop_s": round(bare, 2)}
+        row["overhead_vs_bare"] = round(fit_s / bare - 1, 3)  # share of the fit spent outside the plain loop
         row["params"] = sum(p.numel() for p in model.parameters())
         row.update(score_model(model, sampler, sizes, factors, obs))
         rows.append(row)
     cols = [("library", "library", ""), ("params", "params", "d"), ("steps", "steps", "d"), ("reconstruction_nats", "recon (nats)", ".1f"), ("mig", "MIG", ".3f"),
-            ("dci_disentanglement", "DCI-D", ".3f"), ("sap", "SAP", ".3f"), ("factor_vae_score", "FactorVAE", ".3f"), ("fit_s", "fit s", ".1f"), ("train_call_s", "whole call s", ".1f")]
+            ("dci_disentanglement", "DCI-D", ".3f"), ("sap", "SAP", ".3f"), ("factor_vae_score", "FactorVAE", ".3f"), ("fit_s", "fit s", ".1f"), ("overhead_vs_bare", "over bare loop", ".0%"), ("train_call_s", "whole call s", ".1f")]
     report = (
         f"# facefactors vs pythae BetaVAE (beta={beta:g}, {preset} preset, {len(images)} images, {epochs} epochs of {steps_per_epoch} steps)\n\n"
         "Same networks, loss, optimiser, data and steps, one process, one thread. 'fit s' is the training loop "
         "(ours: Lightning fit incl. checkpoints and sample grids; pythae: its whole pipeline call), "
-        "'whole call s' adds ours' final encoding of the training set for features.npz.\n\n" + _table(rows, cols)
+        "'whole call s' adds ours' final encoding of the training set for features.npz. 'over bare loop': fit time "
+        f"over a plain PyTorch loop of the same steps ({bare:.1f} s), i.e. each library's own overhead. "
+        f"Times are the fastest of {max(1, rounds)} rounds (ours and pythae in alternating order); every round: "
+        + ", ".join(f"{k} {' / '.join(f'{v:.1f}' for v in vs)} s" for k, vs in times.items()) + ".\n\n" + _table(rows, cols)
     )
     atomic_write_text(out / "report.md", report)
-    result = {"rows": rows, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s")} for r in rows}}
+    result = {"rows": rows, "rounds": {k: [round(v, 2) for v in vs] for k, vs in times.items()}, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s", "overhead_vs_bare")} for r in rows}}
     atomic_write_json(out / "results.json", result)
     return result
