@@ -5,6 +5,11 @@ Missing labels follow :mod:`facefactors.data.description`: class index ``-1``. E
 supervised term is averaged over the samples (or pairs) whose labels are present and summed
 over attributes, so a batch from a label-disjoint data set (world B) contributes only through
 the attributes it labels; an attribute with no valid label in the batch contributes 0.
+
+Departures from the paper, each a switch whose default is the paper's form (docs/design-notes.md):
+``con_balanced`` / ``con_normalize`` calibrate eq. 2 to 128-D sigmoid features (see
+:func:`contrastive_loss`); ``cross`` adds L_x, eq. 4 applied between the labelled subspaces
+(see :func:`cross_loss`).
 """
 
 from __future__ import annotations
