@@ -194,3 +194,98 @@ def test_rec_gradient_into_encoder_can_be_scaled_without_changing_the_loss():
     assert grads[1.0][0] == pytest.approx(grads[0.0][0])  # same loss value
     assert grads[1.0][1].abs().sum() > 0 and grads[0.0][1].abs().sum() == 0  # E cut off
     assert torch.allclose(grads[1.0][2], grads[0.0][2])  # D trained the same
+
+
+def test_contrastive_switches_hand_values():
+    # f0 = 0, f1 = 0.3, f2 = 0.5 on a line, D = 2; labels 0, 0, 1.
+    f = {"identity": torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])}
+    y = {"identity": torch.tensor([0, 0, 1])}
+    r2 = math.sqrt(2)
+    # Balanced, raw d, m = 1: mean of positives (0.3) + mean of negatives ((1 - 0.5) + (1 - 0.2)) / 2.
+    assert contrastive_loss(f, y, 1.0, balanced=True).item() == pytest.approx(0.3 + 0.65, rel=1e-5)
+    # Normalised, one mean over the 6 ordered pairs, m = 0.4: d -> d / sqrt(2).
+    pairs = [0.3 / r2] * 2 + [0.4 - 0.5 / r2] * 2 + [0.4 - 0.2 / r2] * 2
+    assert contrastive_loss(f, y, 0.4, normalize=True).item() == pytest.approx(sum(pairs) / 6, rel=1e-5)
+    # Both: 0.3 / sqrt 2 + ((0.4 - 0.5 / sqrt 2) + (0.4 - 0.2 / sqrt 2)) / 2.
+    both = 0.3 / r2 + ((0.4 - 0.5 / r2) + (0.4 - 0.2 / r2)) / 2
+    assert contrastive_loss(f, y, 0.4, balanced=True, normalize=True).item() == pytest.approx(both, rel=1e-5)
+    # Normalised distance does not depend on D for the same per-coordinate difference.
+    line = f["identity"][:, :1]  # (3, 1)
+    narrow, wide = {"identity": line.repeat(1, 2)}, {"identity": line.repeat(1, 16)}  # D = 2 and 16
+    assert contrastive_loss(wide, y, 0.4, True, True).item() == pytest.approx(contrastive_loss(narrow, y, 0.4, True, True).item(), rel=1e-5)
+    assert contrastive_loss(wide, y, 0.4, True, False).item() != pytest.approx(contrastive_loss(narrow, y, 0.4, True, False).item(), rel=1e-3)
+
+
+def test_balanced_contrastive_masks_missing_labels_and_one_sided_batches():
+    f = {"identity": torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])}
+    # Sample 2 unlabelled: only the positive pair (0, 1) is valid; no negatives -> no negative term.
+    assert contrastive_loss(f, {"identity": torch.tensor([0, 0, -1])}, balanced=True).item() == pytest.approx(0.3, rel=1e-5)
+    # All labels different: negatives only.
+    neg_only = ((1 - 0.3) + (1 - 0.5) + (1 - 0.2)) / 3
+    assert contrastive_loss(f, {"identity": torch.tensor([0, 1, 2])}, balanced=True).item() == pytest.approx(neg_only, rel=1e-5)
+    assert contrastive_loss(f, {"identity": torch.full((3,), -1)}, balanced=True, normalize=True).item() == 0.0
+    # A wildly different feature on an unlabelled sample changes nothing.
+    g = {"identity": torch.tensor([[0.0, 0.0], [0.3, 0.0], [9.0, 9.0]])}
+    assert contrastive_loss(g, {"identity": torch.tensor([0, 0, -1])}, balanced=True, normalize=True).item() == pytest.approx(0.3 / math.sqrt(2), rel=1e-5)
+    # Identical features still give finite gradients.
+    z = torch.zeros(3, 4, requires_grad=True)
+    contrastive_loss({"identity": z}, {"identity": torch.tensor([0, 0, 1])}, 0.4, True, True).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_negatives_inside_margin():
+    from facefactors.train.ufe_losses import negatives_inside_margin
+
+    f = {"identity": torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])}
+    y = {"identity": torch.tensor([0, 0, 1]), "expression": torch.tensor([0, 0, 0])}
+    # Negatives (0,2) d = 0.5 and (1,2) d = 0.2: one of two within m = 0.4; no negatives for expression.
+    assert negatives_inside_margin(f, y, 0.4) == {"identity": 0.5}
+    # Normalised: 0.5 / sqrt 2 = 0.354 and 0.141 are both inside 0.4.
+    assert negatives_inside_margin(f, y, 0.4, normalize=True) == {"identity": 1.0}
+
+
+def test_cross_loss_hand_values_and_masking():
+    from facefactors.train.ufe_losses import cross_loss
+
+    labels = {"identity": torch.tensor([0, 2, -1]), "expression": torch.tensor([1, -1, -1])}
+    # Uniform logits: CE = log C on every labelled sample; y = identity read from two features.
+    logits = {
+        "identity": {"expression": torch.zeros(3, 3), "pose": torch.zeros(3, 3)},
+        "expression": {"identity": torch.zeros(3, 2)},
+    }
+    assert cross_loss(logits, labels).item() == pytest.approx(math.log(3) + math.log(2), rel=1e-6)
+    # A confident wrong logit on the unlabelled sample changes nothing.
+    logits["expression"]["identity"][1] = torch.tensor([50.0, -50.0])
+    assert cross_loss(logits, labels).item() == pytest.approx(math.log(3) + math.log(2), rel=1e-6)
+    assert cross_loss({}, labels).item() == 0.0
+
+
+def test_cross_heads_reverse_the_gradient_into_the_features():
+    torch.manual_seed(0)
+    model = tiny_model(cross_heads=True)
+    assert sorted(model.cross_heads) == ["expression__to__identity", "identity__to__expression"]
+    feats = {n: torch.rand(4, 8, requires_grad=True) for n in model.feature_names}
+    labels = {"identity": torch.tensor([0, 1, 2, -1]), "expression": torch.tensor([1, 0, -1, 1])}
+    from facefactors.train.ufe_losses import cross_loss
+
+    cross_loss(model.classify_cross(feats), labels).backward()
+    head_grads = {n: p.grad.clone() for n, p in model.cross_heads.named_parameters()}
+    assert feats["others"].grad is None  # "others" has its own heads (eq. 4)
+    model.zero_grad()
+    ref = {n: f.detach().clone().requires_grad_(True) for n, f in feats.items()}
+    plain = {"identity": {"expression": model.cross_heads["expression__to__identity"](ref["expression"])},
+             "expression": {"identity": model.cross_heads["identity__to__expression"](ref["identity"])}}
+    cross_loss(plain, labels).backward()
+    for a in model.attributes:
+        assert feats[a].grad.abs().sum() > 0
+        assert torch.allclose(feats[a].grad, -ref[a].grad, atol=1e-6), a
+    for n, p in model.cross_heads.named_parameters():
+        assert torch.allclose(head_grads[n], p.grad, atol=1e-6), n
+    # Without cross heads the term is absent even when weighted; with them it joins eq. 6.
+    image = torch.rand(4, 3, 32, 32)
+    _, terms = ufe_losses(tiny_model(), image, labels, UFELossConfig(cross=1.0), 0.0)
+    assert "cross" not in terms
+    total, terms = ufe_losses(model, image, labels, UFELossConfig(cross=0.5, con_balanced=True, con_normalize=True, margin=0.4), 0.0)
+    assert "cross" in terms
+    expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"] + 0.5 * terms["cross"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)

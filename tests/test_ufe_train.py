@@ -94,3 +94,13 @@ def test_predict_and_compose_commands(tmp_path, capsys):
         main(["ufe", "predict", str(tmp_path / "missing"), paths[0]])
     assert e.value.code == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_ablations_add_cross_only_when_the_config_uses_it():
+    from facefactors.experiments.ufe import ABLATIONS, ablations
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny")
+    cfg.loss.cross, cfg.model.cross_heads = 0.0, False
+    assert ablations(cfg) == ABLATIONS
+    cfg.loss.cross, cfg.model.cross_heads = 1.0, True
+    assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0"}

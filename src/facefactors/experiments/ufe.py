@@ -363,13 +363,21 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
 ABLATIONS = {"wo_cls": "loss.cls=0", "wo_con": "loss.con=0", "wo_rec": "loss.rec=0", "wo_dis": "loss.dis=0", "wo_oth": "loss.oth=0"}
 
 
+def ablations(cfg: UFETrainConfig) -> dict[str, str]:
+    """The paper's five ablations (sec. 4.8), plus L_x (ours, not in the paper) when the config uses it."""
+    out = dict(ABLATIONS)
+    if cfg.loss.cross > 0 and cfg.model.cross_heads:
+        out["wo_cross"] = "loss.cross=0"
+    return out
+
+
 def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None) -> dict:
     """Sec. 4.8, Fig. 7: the full model and five ablations, silhouette matrices side by side."""
     results = {}
     sections = []
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
-    for name, extra in {"full": None, **ABLATIONS}.items():
+    for name, extra in {"full": None, **ablations(cfg)}.items():
         c = _config(preset, [*overrides, extra] if extra else overrides)
         model = load_ufe(run) if (run and name == "full") else train_or_load(c, out / name, train, progress)
         results[name] = evaluate_matrices(model, test, out, tag=f"_{name}", tsne=False)

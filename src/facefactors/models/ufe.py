@@ -8,6 +8,10 @@ Architecture, sec. 3 "Architecture" and sec. 4.2 "Implementation details":
   ``feature_dim`` (128) feature with a sigmoid, "so all subspaces share one value range";
 * prediction heads ph: per attribute, 3 dense layers (softmax applied by the loss, eq. 1);
 * heads on the "others" feature for every attribute, reached through gradient reversal (eq. 4);
+* optionally (``cross_heads``, not in the paper) heads on every attribute feature for every
+  *other* attribute, also through gradient reversal: eq. 4 applied between the labelled
+  subspaces, so that e.g. the identity feature is pushed to forget pose (L_x in
+  :mod:`facefactors.train.ufe_losses`);
 * decoder D: a StyleGAN2 skip generator whose style, at every layer, is the concatenation of
   all features (attributes + others) in a fixed order.
 
@@ -44,6 +48,12 @@ class UFEConfig:
     decoder_channel_base: int = 1024  # StyleGAN2 width rule numerator
     decoder_channel_max: int = 128  # StyleGAN2 width cap
     attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
+    cross_heads: bool = False  # adversarial heads feature x -> label y != x (not in the paper; see UFE.classify_cross)
+
+
+def cross_key(x: str, y: str) -> str:
+    """Name of the adversarial head reading label ``y`` from feature ``x``."""
+    return f"{x}__to__{y}"
 
 
 def attributes_from_description(description: DatasetDescription, names: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -112,6 +122,12 @@ class UFE(nn.Module):
         self.others_heads = nn.ModuleDict(
             {a: ClassifierHead(cfg.feature_dim, n, cfg.head_hidden, cfg.head_layers) for a, n in self.num_classes.items()}
         )
+        # ph_x,y (not in the paper): label y read from attribute feature x != y, via reversal.
+        self.cross_heads = nn.ModuleDict(
+            {cross_key(x, y): ClassifierHead(cfg.feature_dim, self.num_classes[y], cfg.head_hidden, cfg.head_layers)
+             for x in self.attributes for y in self.attributes if x != y}
+            if cfg.cross_heads else {}
+        )
         self.style_dim = cfg.feature_dim * (len(self.attributes) + 1)
         self.decoder = StyleSynthesis(self.style_dim, cfg.image_size, cfg.decoder_channel_base, cfg.decoder_channel_max)
 
@@ -132,6 +148,14 @@ class UFE(nn.Module):
         """ph_oth,k(GR(f_oth)): the heads learn normally, the encoder gets the reversed gradient."""
         f = grad_reverse(features[OTHERS], reverse_scale)  # (B, D)
         return {a: self.others_heads[a](f) for a in self.attributes}
+
+    def classify_cross(self, features: Features, reverse_scale: float = 1.0) -> dict[str, dict[str, torch.Tensor]]:
+        """{y: {x: ph_x,y(GR(f_x))}} for every attribute x != y: eq. 4 between labelled subspaces
+        (a departure from the paper, which reverses only "others"). Empty without ``cross_heads``."""
+        if not self.cross_heads:
+            return {}
+        rev = {x: grad_reverse(features[x], reverse_scale) for x in self.attributes}  # each (B, D)
+        return {y: {x: self.cross_heads[cross_key(x, y)](rev[x]) for x in self.attributes if x != y} for y in self.attributes}
 
     def style(self, features: Features) -> torch.Tensor:
         missing = [n for n in self.feature_names if n not in features]

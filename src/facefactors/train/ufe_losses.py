@@ -5,6 +5,11 @@ Missing labels follow :mod:`facefactors.data.description`: class index ``-1``. E
 supervised term is averaged over the samples (or pairs) whose labels are present and summed
 over attributes, so a batch from a label-disjoint data set (world B) contributes only through
 the attributes it labels; an attribute with no valid label in the batch contributes 0.
+
+Departures from the paper, each a switch whose default is the paper's form (docs/design-notes.md):
+``con_balanced`` / ``con_normalize`` calibrate eq. 2 to 128-D sigmoid features (see
+:func:`contrastive_loss`); ``cross`` adds L_x, eq. 4 applied between the labelled subspaces
+(see :func:`cross_loss`).
 """
 
 from __future__ import annotations
@@ -42,11 +47,29 @@ def pairwise_distance(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.sqrt(sq + eps)
 
 
-def contrastive_loss(features: Features, labels: dict[str, torch.Tensor], margin: float = 1.0) -> torch.Tensor:
+def contrastive_loss(
+    features: Features,
+    labels: dict[str, torch.Tensor],
+    margin: float = 1.0,
+    balanced: bool = False,
+    normalize: bool = False,
+) -> torch.Tensor:
     """Eq. 2: y d + (1 - y) max(m - d, 0) with d the L2 distance, over valid pairs i != j.
 
     A pair is valid for attribute k when both samples carry a label of k; the term of k is the
-    mean over its valid pairs (N_p), summed over attributes.
+    mean over its valid pairs (N_p), summed over attributes. Defaults are the paper's form.
+
+    Two switches (departures from the paper, see docs/design-notes.md) calibrate it to
+    128-D sigmoid features:
+
+    * ``normalize``: d / sqrt(D), the root-mean-square per-coordinate difference, in [0, 1]
+      for features in (0, 1) whatever D is. With raw d, negatives of 128-D sigmoid features
+      lie 2.5-6.7 apart, so the paper's m = 1.0 never acts and L_con only pulls positives
+      together; with d / sqrt(D) a margin of about 0.4 holds a useful share of negatives.
+    * ``balanced``: mean over valid positive pairs plus mean over valid negative pairs
+      (each 0 when the batch has none), instead of one mean over all pairs. With one mean,
+      an attribute with few classes (pose: 2, about half the pairs positive) gets several
+      times the pull of one with many (identity, lighting), and takes the trunk early.
     """
     total = None
     for a, y in labels.items():
@@ -60,13 +83,43 @@ def contrastive_loss(features: Features, labels: dict[str, torch.Tensor], margin
         if not valid.any():
             continue
         d = pairwise_distance(f)
-        same = (y[:, None] == y[None, :]).to(f.dtype)
+        if normalize:
+            d = d / math.sqrt(f.shape[1])
+        same_b = y[:, None] == y[None, :]
+        same = same_b.to(f.dtype)
         per_pair = same * d + (1 - same) * F.relu(margin - d)
-        term = per_pair[valid].mean()
+        if balanced:
+            pos, neg = valid & same_b, valid & ~same_b
+            term = per_pair.new_zeros(())
+            if pos.any():
+                term = term + per_pair[pos].mean()
+            if neg.any():
+                term = term + per_pair[neg].mean()
+        else:
+            term = per_pair[valid].mean()
         total = term if total is None else total + term
     if total is None:
         return next(iter(features.values())).sum() * 0
     return total
+
+
+def negatives_inside_margin(features: Features, labels: dict[str, torch.Tensor], margin: float, normalize: bool = False) -> dict[str, float]:
+    """Share of valid negative pairs (different labels) closer than ``margin``, per attribute:
+    the pairs on which the hinge of eq. 2 acts. A calibration check (0 = the margin never acts)."""
+    out = {}
+    with torch.no_grad():
+        for a, y in labels.items():
+            if a not in features:
+                continue
+            f = features[a]
+            y = y.to(device=f.device, dtype=torch.long)
+            has = y >= 0
+            neg = has[:, None] & has[None, :] & (y[:, None] != y[None, :])
+            if not neg.any():
+                continue
+            d = pairwise_distance(f) / (math.sqrt(f.shape[1]) if normalize else 1.0)
+            out[a] = float((d[neg] < margin).float().mean())
+    return out
 
 
 def reconstruction_loss(image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -78,6 +131,20 @@ def others_loss(others_logits: dict[str, torch.Tensor], labels: dict[str, torch.
     """Eq. 4: cross-entropy of ph_oth on f_oth; the logits must come through gradient reversal
     (:meth:`UFE.classify_others`), so minimising this trains the heads and *un*-trains E."""
     return classification_loss(others_logits, labels)
+
+
+def cross_loss(cross_logits: dict[str, dict[str, torch.Tensor]], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L_x (not in the paper): eq. 4 between labelled subspaces. For every label y, the mean over
+    the other attribute features x of the masked cross-entropy of ph_x,y; summed over y, so its
+    scale matches L_oth. The logits must come through gradient reversal
+    (:meth:`UFE.classify_cross`): the heads learn to read y from f_x, the encoder to hide it."""
+    total = None
+    for y, per_x in cross_logits.items():
+        if not per_x:
+            continue
+        term = sum(classification_loss({y: z}, labels) for z in per_x.values()) / len(per_x)
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
 
 
 def disentanglement_loss(
@@ -117,6 +184,8 @@ class UFELossConfig:
     oth: float = 1.0  # lambda_oth
     dis: float = 0.1  # lambda_dis (the value after warm-up / annealing)
     margin: float = 1.0  # m of eq. 2 (sec. 4.2)
+    con_normalize: bool = False  # L_con on d / sqrt(D) instead of d (departure; see contrastive_loss)
+    con_balanced: bool = False  # L_con: mean of positives + mean of negatives (departure; see contrastive_loss)
     dis_warmup_steps: int = 200  # L_dis is off before this step (sec. 4.2: "after a few epochs")
     dis_ramp_steps: int = 200  # then rises linearly to lambda_dis over this many steps
     dis_schedule: str = "warmup"  # "warmup" or "cyclic" (multi-data-set training, sec. 4.7)
@@ -124,6 +193,7 @@ class UFELossConfig:
     dis_cycles: int = 4  # annealing cycles before the weight settles at lambda_dis
     dis_every: int = 1  # compute L_dis every n-th step only (it doubles a step's cost)
     reverse_scale: float = 1.0  # gradient-reversal factor of eq. 4
+    cross: float = 0.0  # weight of L_x (not in the paper; needs model.cross_heads): eq. 4 between attribute subspaces
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -180,11 +250,14 @@ def ufe_losses(
     dis_lambda: float,
     generator: torch.Generator | None = None,
     rec_grad: float = 1.0,
+    stats: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
     ``rec_grad`` scales the gradient that L_rec sends into the encoder (see ``rec_to_encoder``
-    in :class:`UFELossConfig`); the decoder always gets the full gradient.
+    in :class:`UFELossConfig`); the decoder always gets the full gradient. A ``stats`` dict,
+    if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
+    of negative pairs on which the hinge of eq. 2 acts).
     """
     features = model.encode(image)
     recon = model.decode({n: scale_grad(f, rec_grad) for n, f in features.items()})
@@ -194,14 +267,20 @@ def ufe_losses(
         terms["cls"] = classification_loss(model.classify(features), labels)
         total = total + cfg.cls * terms["cls"]
     if cfg.con > 0:
-        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin)
+        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin, cfg.con_balanced, cfg.con_normalize)
         total = total + cfg.con * terms["con"]
+        if stats is not None:
+            inside = negatives_inside_margin(features, labels, cfg.margin, cfg.con_normalize)
+            stats.update({f"inside_margin_{a}": v for a, v in inside.items() if a in model.attributes})
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
     if cfg.oth > 0:
         terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
         total = total + cfg.oth * terms["oth"]
+    if cfg.cross > 0 and model.cross_heads:
+        terms["cross"] = cross_loss(model.classify_cross(features, cfg.reverse_scale), labels)
+        total = total + cfg.cross * terms["cross"]
     if dis_lambda > 0:
         terms["dis"] = disentanglement_loss(model, features, generator)
         total = total + dis_lambda * terms["dis"]
