@@ -98,6 +98,30 @@ def test_bernoulli_reconstruction_is_the_studys_bce():
         reconstruction_loss(logits, x, "laplace")
 
 
+def test_gaussian_reconstruction_is_the_fixed_sigma_nll():
+    """-log N(x; sigmoid(logits), sigma^2) without its constant; sigma scales the term by 1 / sigma^2,
+    so sigma 0.1 weighs reconstruction 50x the plain sum of squares (sigma^2 = 1/2)."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    sse = ((torch.sigmoid(logits) - x) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(reconstruction_loss(logits, x, "gaussian", 0.1), sse / 0.02)
+    nll = -torch.distributions.Normal(torch.sigmoid(logits), 0.1).log_prob(x).flatten(1).sum(1)
+    constant = 48 * (math.log(0.1) + 0.5 * math.log(2 * math.pi))
+    torch.testing.assert_close(reconstruction_loss(logits, x, "gaussian", 0.1), nll - constant)
+    with pytest.raises(UserError, match="gaussian_sigma"):
+        reconstruction_loss(logits, x, "gaussian", 0.0)
+
+
+def test_gaussian_sigma_reaches_the_training_loss():
+    g = torch.Generator().manual_seed(4)
+    logits, x = torch.randn(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g)
+    mu, logvar = torch.zeros(2, 3), torch.zeros(2, 3)
+    wide = vae_objective("vae", logits, x, mu, logvar, mu, LossConfig(reconstruction="gaussian"))
+    sharp = vae_objective("vae", logits, x, mu, logvar, mu, LossConfig(reconstruction="gaussian", gaussian_sigma=0.1))
+    torch.testing.assert_close(sharp["recon"], wide["recon"] * 50)
+
+
 def _gaussian_posteriors(n, cov, s, seed):
     rng = np.random.default_rng(seed)
     mu = torch.from_numpy(rng.multivariate_normal(np.zeros(len(cov)), cov, size=n))

@@ -131,3 +131,22 @@ def test_checkpoints_save_the_loss_history_and_the_end_draws_the_curves(tmp_path
     curves.on_train_end(Trainer(), None)
     assert (tmp_path / "loss_curves.png").is_file()
     assert json.loads((tmp_path / "loss_history.json").read_text())[0]["loss"] == 3.0
+
+
+def test_sharp_preset_is_a_fixed_sigma_gaussian_decoder():
+    cfg = load_config(VAEConfig, "vae", "sharp")
+    assert (cfg.loss.reconstruction, cfg.loss.gaussian_sigma, cfg.model.latent_dim, cfg.model.image_size) == ("gaussian", 0.05, 32, 32)
+    assert cfg.model.channels == load_config(VAEConfig, "vae", "quick").model.channels  # only the likelihood and size change
+
+
+def test_gaussian_sigma_is_used_in_training_and_in_the_reported_reconstruction(tmp_path):
+    """The run's reconstruction_nats is the training objective's term (same sigma), not a plain SSE."""
+    from facefactors.edit.traversal import encode_dataset
+    from facefactors.train.vae_data import build_dataset
+
+    run = train(tiny("loss.reconstruction=gaussian", "loss.gaussian_sigma=0.1"), tmp_path / "g")
+    model, cfg, _ = load_run(run.path, "cpu")
+    assert cfg.loss.gaussian_sigma == 0.1
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    _, _, plain, _ = encode_dataset(model, build_dataset(cfg.data, cfg.model.image_size), reconstruction="gaussian")
+    assert metrics["reconstruction_nats"] == pytest.approx(plain * 50, rel=1e-4)

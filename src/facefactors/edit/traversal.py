@@ -53,6 +53,7 @@ def encode_dataset(
     batch_size: int = 256,
     max_items: int = 4096,
     reconstruction: str = "bernoulli",
+    sigma: float = 0.5**0.5,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], float, float]:
     """Posterior means (N, D), labels {name: (N,)}, mean reconstruction loss and KL (nats / image)
     over the first ``max_items`` items of ``dataset``."""
@@ -65,7 +66,7 @@ def encode_dataset(
         x = batch["image"].to(device)
         lab = batch["labels"] if model.is_conditional else None
         mu, logvar = model.encode(x, lab)
-        rec += float(reconstruction_loss(model.decode(mu, lab), x, reconstruction).sum())
+        rec += float(reconstruction_loss(model.decode(mu, lab), x, reconstruction, sigma).sum())
         kl += float(kl_divergence(mu, logvar).sum())
         codes.append(mu.cpu().numpy())
         for k, v in batch["labels"].items():

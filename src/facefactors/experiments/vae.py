@@ -116,7 +116,7 @@ def observations(sampler, n: int, seed: int = 0, chunk: int = 256) -> tuple[np.n
     return factors, obs
 
 
-def score_model(model, sampler: ReplaySampler, sizes: EvalSizes, factors: np.ndarray, obs: np.ndarray, reconstruction: str = "bernoulli") -> dict:
+def score_model(model, sampler: ReplaySampler, sizes: EvalSizes, factors: np.ndarray, obs: np.ndarray, reconstruction: str = "bernoulli", sigma: float = 0.5**0.5) -> dict:
     """Reconstruction error and MIG / DCI / SAP / FactorVAE score of one model."""
     from facefactors.metrics.dci import dci
     from facefactors.metrics.interventional import factor_vae_score
@@ -130,7 +130,7 @@ def score_model(model, sampler: ReplaySampler, sizes: EvalSizes, factors: np.nda
         for s in range(0, len(x), 256):
             xb = x[s : s + 256]
             logits = model.decode(torch.from_numpy(codes[s : s + 256]).to(next(model.parameters()).device)).cpu()
-            rec_nats += float(reconstruction_loss(logits, xb, reconstruction).sum())
+            rec_nats += float(reconstruction_loss(logits, xb, reconstruction, sigma).sum())
             mse += float(((torch.sigmoid(logits) - xb) ** 2).mean((1, 2, 3)).sum())
     n = len(x)
     half = n * 2 // 3
@@ -200,7 +200,7 @@ def tradeoff(out: Path, preset: str = "quick", overrides: list[str] | None = Non
         beta = resolve_beta(cfg.model.kind, cfg.loss)
         train_metrics = json.loads(run.metrics.read_text())
         row = {"variant": name, "kind": cfg.model.kind, "beta": beta, "train_wall_s": train_metrics.get("train_wall_s")}
-        row.update(score_model(model, sampler, sizes, factors, obs, cfg.loss.reconstruction))
+        row.update(score_model(model, sampler, sizes, factors, obs, cfg.loss.reconstruction, cfg.loss.gaussian_sigma))
         run.update_metrics({"ground_truth": row})
         rows.append(row)
     plot_tradeoff(rows, out / "tradeoff.png")

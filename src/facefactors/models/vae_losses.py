@@ -2,7 +2,11 @@
 
 * Reconstruction: Bernoulli log-likelihood, i.e. the binary cross-entropy L1 of the student
   study (paper 004, "VAE LOSS": L1(x, x') = sum x log sigma(x') + (1 - x) log(1 - sigma(x'))),
-  or a Gaussian / L2 option (sum of squared errors over pixels).
+  or a Gaussian / L2 option: -log N(x; x', sigma^2) per pixel = (x - x')^2 / (2 sigma^2) up to a
+  constant, with a fixed sigma (``gaussian_sigma``). sigma^2 = 1/2 is the plain sum of squared
+  errors; a small sigma (e.g. 0.1) weighs reconstruction against beta * KL far more than BCE does
+  on grey levels (BCE's gradient in logit space is (x' - x), the Gaussian's (x' - x) x'(1 - x')
+  / sigma^2), i.e. a sharper decoder that keeps small details such as a 2-px mouth at 32x32.
 * KL term, closed form (paper 004, L2 = -0.5 sum(1 + log sigma^2 - mu^2 - sigma^2)); the total
   L = L1 + beta * L2 is the β-VAE objective (Higgins et al. 2017, Eq. 4); beta = 1 is the VAE.
 * β-TCVAE (Chen et al. 2018, Eq. 2 decomposition and Eq. 4 objective):
@@ -34,7 +38,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 @dataclass
 class LossConfig:
-    reconstruction: str = "bernoulli"  # bernoulli (BCE, the study) | gaussian (sum of squared errors)
+    reconstruction: str = "bernoulli"  # bernoulli (BCE, the study) | gaussian (fixed-sigma L2)
+    gaussian_sigma: float = 0.5**0.5  # gaussian: decoder std in [0, 1] intensity units; sqrt(1/2) = plain sum of squares
     beta: float | None = None  # KL weight (β-VAE) or TC weight (β-TCVAE); None = the kind's default
     alpha: float = 1.0  # β-TCVAE weight of the index-code mutual information
     gamma: float = 1.0  # β-TCVAE weight of the dimension-wise KL
@@ -59,12 +64,16 @@ def resolve_beta(kind: str, cfg: LossConfig) -> float:
 
 
 # --- reconstruction and KL --------------------------------------------------------------------
-def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "bernoulli") -> torch.Tensor:
-    """-log p(x|z) per image (B,), summed over pixels; ``logits`` are the decoder's raw outputs."""
+def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "bernoulli", sigma: float = 0.5**0.5) -> torch.Tensor:
+    """-log p(x|z) per image (B,), summed over pixels; ``logits`` are the decoder's raw outputs.
+
+    gaussian: (sigmoid(logits) - x)^2 / (2 sigma^2), without the constant log(sigma sqrt(2 pi))."""
     if kind == "bernoulli":
         per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     elif kind == "gaussian":
-        per_pixel = (torch.sigmoid(logits) - x) ** 2
+        if not sigma > 0:
+            raise UserError(f"loss.gaussian_sigma must be > 0, got {sigma}")
+        per_pixel = (torch.sigmoid(logits) - x) ** 2 / (2.0 * sigma**2)
     else:
         raise UserError(f"loss.reconstruction={kind!r} is not one of ['bernoulli', 'gaussian']")
     return per_pixel.flatten(1).sum(1)  # (B,)
@@ -180,7 +189,7 @@ def vae_objective(
 
     ``d_logits`` (B, 2) is the FactorVAE discriminator's output on ``z`` (factor_vae only).
     """
-    recon = reconstruction_loss(logits, x, cfg.reconstruction).mean()
+    recon = reconstruction_loss(logits, x, cfg.reconstruction, cfg.gaussian_sigma).mean()
     kl = kl_divergence(mu, logvar).mean()
     beta = resolve_beta(kind, cfg)
     weight = 1.0

@@ -300,7 +300,7 @@ def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dat
 def finish_run(run: RunDir, model: VAE, dataset: Dataset, cfg: VAEConfig, wall_s: float, max_items: int = 4096) -> dict:
     """Reconstruction error and KL on (up to ``max_items`` of) the training set, features.npz."""
     model.eval()
-    codes, labels, recon, kl = encode_dataset(model, dataset, batch_size=256, max_items=max_items, reconstruction=cfg.loss.reconstruction)
+    codes, labels, recon, kl = encode_dataset(model, dataset, batch_size=256, max_items=max_items, reconstruction=cfg.loss.reconstruction, sigma=cfg.loss.gaussian_sigma)
     description = dataset.description
     arrays = {"features/codes": codes, **{f"labels/{k}": v for k, v in labels.items()}, "description": np.array(json.dumps(description.to_dict()))}
     np.savez_compressed(run.features, **arrays)
