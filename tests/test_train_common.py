@@ -108,3 +108,20 @@ def test_config_overrides_are_typed():
         from_dict(ToyConfig, parse_overrides(["widht=7"]))
     with pytest.raises(UserError, match="not a valid int"):
         from_dict(ToyConfig, parse_overrides(["width=abc"]))
+
+
+def test_apply_threads_sets_positive_counts_and_keeps_zero():
+    import torch
+
+    from facefactors.utils.device import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        apply_threads(2)
+        assert torch.get_num_threads() == 2
+        apply_threads(0)  # 0 = keep torch's choice (here: the 2 just set)
+        assert torch.get_num_threads() == 2
+        apply_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -29,10 +29,9 @@ def demo(out: str = "runs/demo", preset: str = "quick") -> None:
     root.mkdir(parents=True, exist_ok=True)
     cfg = load_config(UFETrainConfig, "ufe", preset)
     cfg.data.cache = str(root / "cache")
-    if cfg.trainer.threads > 0:
-        import torch
+    from facefactors.utils.device import apply_threads
 
-        torch.set_num_threads(cfg.trainer.threads)  # rendering and evaluation too (see the preset's note)
+    apply_threads(cfg.trainer.threads)  # rendering and evaluation too (see the preset's note)
     timings = {}
 
     t = time.time()

@@ -25,6 +25,7 @@ from facefactors.train.ufe_data import (
     render_world_set,
     unbatched_loader,
 )
+from facefactors.utils.device import apply_threads
 from facefactors.utils.io import atomic_write_json
 
 # Fields of FaceParams that each intervention re-draws (one factor, everything else kept).
@@ -41,8 +42,7 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     """Train the rater, then measure its held-out accuracy and calibrate ``which_changed``."""
     cfg = load_config(RaterTrainConfig, "rater", preset, overrides)
     cfg.trainer.progress = cfg.trainer.progress and progress
-    if cfg.trainer.threads > 0:  # before rendering too: two threads on a shared 2-core machine crawl
-        torch.set_num_threads(cfg.trainer.threads)
+    apply_threads(cfg.trainer.threads)  # before rendering the training set
     d = cfg.data
     wcfg = rater_world_config(d.world_seed, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)

@@ -27,6 +27,7 @@ from facefactors.edit.traversal import encode
 from facefactors.models.vae_losses import reconstruction_loss, resolve_beta
 from facefactors.train.vae import VAEConfig, load_run, train
 from facefactors.train.vae_data import BlobsGroundTruth, build_dataset
+from facefactors.utils.device import apply_threads
 from facefactors.utils.io import atomic_write_json, atomic_write_text
 
 VARIANTS: dict[str, list[str]] = {
@@ -60,8 +61,7 @@ def train_variants(root: Path, names: list[str], preset: str, overrides: list[st
     """Train (or reuse) each variant on one shared training set -> {name: RunDir} (, dataset)."""
     cfgs = {n: variant_config(n, preset, overrides) for n in names}
     first = cfgs[names[0]]
-    if first.trainer.threads > 0:  # rendering too: two threads on a shared 2-core machine crawl
-        torch.set_num_threads(first.trainer.threads)
+    apply_threads(first.trainer.threads)  # before rendering the training set
     dataset = build_dataset(first.data, first.model.image_size, progress=first.trainer.progress)
     runs = {n: train(c, root / "runs" / n, dataset=dataset) for n, c in cfgs.items()}
     return (runs, dataset) if return_dataset else runs

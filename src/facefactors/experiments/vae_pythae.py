@@ -34,6 +34,7 @@ from facefactors.experiments.vae import (
 from facefactors.models.vae import VAE, ConvDecoder, ConvEncoder
 from facefactors.train.vae import load_run, train
 from facefactors.train.vae_data import build_dataset
+from facefactors.utils.device import apply_threads
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_json, atomic_write_text
 
@@ -99,8 +100,7 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         raise UserError("this experiment needs pythae: pip install pythae (check first with pip install --dry-run pythae that it keeps your torch)") from None
     out.mkdir(parents=True, exist_ok=True)
     cfg = variant_config(variant, preset, list(overrides or []))
-    if cfg.trainer.threads > 0:  # every timing below, and the rendering, on the same thread count
-        torch.set_num_threads(cfg.trainer.threads)
+    apply_threads(cfg.trainer.threads)  # every timing below, and the rendering, on the same thread count
     dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])  # (N, 3, S, S)
     batch = cfg.trainer.batch_size

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from facefactors.config import save_config, to_dict
+from facefactors.utils.device import apply_threads
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_json, save_module
 
@@ -175,8 +175,7 @@ class SaveOnInterrupt(Callback):
 
 def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:
     """A Lightning Trainer with the project's checkpointing, logging and progress conventions."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(
         dirpath=run.path / "checkpoints",

@@ -16,3 +16,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def apply_threads(threads: int) -> None:
+    """Set torch's intra-op thread count when ``threads`` > 0 (0 keeps torch's choice).
+
+    Call it before any rendering or evaluation, not only at training set-up: on a shared 2-core
+    machine two threads per process were measured 7-15x slower than one (docs/design-notes.md).
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
