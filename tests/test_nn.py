@@ -112,6 +112,26 @@ def test_synthesis_shapes_and_gradients(size):
         StyleSynthesis(16, 48)
 
 
+def test_synthesis_input_from_style_starts_as_const_and_learns_layout():
+    torch.manual_seed(0)
+    plain = StyleSynthesis(style_dim=16, image_size=16, channel_base=128, channel_max=16)
+    projected = StyleSynthesis(style_dim=16, image_size=16, channel_base=128, channel_max=16, input_from_style=True)
+    missing, unexpected = projected.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["input_projection.weight", "input_projection.bias"] and not unexpected
+    style = torch.randn(3, 16)
+    # Zero-initialised projection: the same function as the plain generator at the start.
+    assert torch.allclose(projected(style, "none"), plain(style, "none"), atol=1e-6)
+    projected(style, "none").square().mean().backward()
+    grad = projected.input_projection.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # the projection is trained
+    # Once non-zero, the 4x4 input depends on the style: two styles give two inputs.
+    with torch.no_grad():
+        projected.input_projection.weight.normal_()
+    a, b = projected(style[:1], "none"), projected(style[1:2], "none")
+    assert not torch.allclose(a, b)
+    assert "input_projection.weight" not in dict(plain.named_parameters())
+
+
 def test_encoder_trunk_and_up_block_shapes():
     enc = ResidualEncoder(64, (8, 16, 16, 32))
     assert enc.out_resolution == 4 and enc.out_dim == 32 * 16

@@ -13,3 +13,21 @@ def test_tiny_demo_writes_report_and_the_runs_features(tmp_path):
     assert (root / "report.md").is_file() and (root / "metrics.json").is_file()
     assert (root / "ufe" / "features.npz").is_file()  # what `facefactors evaluate runs/demo/ufe` reads
     assert (root / "features.npz").read_bytes() == (root / "ufe" / "features.npz").read_bytes()
+
+
+def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp_path, monkeypatch):
+    import json
+
+    from facefactors.experiments.ufe import run_experiment
+
+    monkeypatch.chdir(tmp_path)  # the experiment trains its rater under runs/ of the working folder
+    report = run_experiment("multi_dataset", "tiny", tmp_path / "multi", progress=False)
+    res = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    # World B's attributes are subspaces of the same model as world A's (label-disjoint training).
+    assert {"expression", "age", "gender", "eyeglasses"} <= set(res)
+    for v in res.values():
+        for key in ("transferred", "transferred_floor", "recon_readable"):
+            assert v[key] != v[key] or 0.0 <= v[key] <= 1.0  # NaN only when no pair differs
+        assert "expression" not in v["others_unchanged"] or 0.0 <= v["others_unchanged"]["expression"] <= 1.0
+    text = report.read_text()
+    assert "floor" in text and (tmp_path / "multi" / "transfer_age.png").is_file()

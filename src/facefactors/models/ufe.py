@@ -47,6 +47,7 @@ class UFEConfig:
     head_layers: int = 3  # dense layers per head (3 in the paper)
     decoder_channel_base: int = 1024  # StyleGAN2 width rule numerator
     decoder_channel_max: int = 128  # StyleGAN2 width cap
+    decoder_input_from_style: bool = False  # D's 4x4 input also a dense projection of the style (not in the paper; see StyleSynthesis)
     attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
     cross_heads: bool = False  # adversarial heads feature x -> label y != x (not in the paper; see UFE.classify_cross)
 
@@ -129,7 +130,9 @@ class UFE(nn.Module):
             if cfg.cross_heads else {}
         )
         self.style_dim = cfg.feature_dim * (len(self.attributes) + 1)
-        self.decoder = StyleSynthesis(self.style_dim, cfg.image_size, cfg.decoder_channel_base, cfg.decoder_channel_max)
+        self.decoder = StyleSynthesis(
+            self.style_dim, cfg.image_size, cfg.decoder_channel_base, cfg.decoder_channel_max, input_from_style=cfg.decoder_input_from_style
+        )
 
     @property
     def feature_names(self) -> list[str]:

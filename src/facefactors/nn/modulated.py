@@ -13,7 +13,8 @@ sec. 4.2, and by the linear-semantics paper, Zheng et al. sec. 3).
 * :class:`ToRGB` — modulated 1x1 conv without demodulation, for the skip generator of Fig. 7a.
 * :class:`MappingNetwork` — the z -> w MLP (8 layers, lr multiplier 0.01 in StyleGAN2).
 * :class:`StyleSynthesis` — the skip-architecture synthesis network from a learned 4x4
-  constant up to ``image_size``, the style fed to every layer.
+  constant up to ``image_size``, the style fed to every layer (optionally also projected to
+  the 4x4 input, ``input_from_style``: ours, for decoders that reconstruct).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ class StyleSynthesis(nn.Module):
         channel_max: int = 128,  # width cap
         out_ch: int = 3,  # image channels
         rgb_offset: float = 0.5,  # added to the output so a zero-initialised net sits mid-grey in [0, 1]
+        input_from_style: bool = False,  # 4x4 input = const + dense(style) instead of the const alone
     ):
         super().__init__()
         log2 = int(math.log2(image_size))
@@ -205,6 +207,15 @@ class StyleSynthesis(nn.Module):
             raise ValueError(f"StyleSynthesis needs a power-of-two image_size >= 8, got {image_size}")
         ch = lambda r: synthesis_channels(r, channel_base, channel_max)
         self.const = nn.Parameter(torch.randn(1, ch(4), 4, 4))
+        # Not in StyleGAN2: when the network must *reconstruct* a given image from its style (the
+        # UFE decoder), the const alone leaves the spatial layout to be selected through the
+        # modulation of every layer, which a small decoder learns slowly; a dense projection of
+        # the style to the 4x4 input hands it the coarse layout directly. Zero-initialised, so it
+        # starts as the plain StyleGAN2 generator.
+        self.input_projection = nn.Linear(style_dim, ch(4) * 16) if input_from_style else None
+        if self.input_projection is not None:
+            nn.init.zeros_(self.input_projection.weight)
+            nn.init.zeros_(self.input_projection.bias)
         self.first = StyleLayer(ch(4), ch(4), style_dim, 4)
         self.first_rgb = ToRGB(ch(4), style_dim, out_ch)
         self.ups = nn.ModuleList()
@@ -227,7 +238,10 @@ class StyleSynthesis(nn.Module):
             if len(styles) != self.num_styles:
                 raise ValueError(f"expected {self.num_styles} styles, got {len(styles)}")
         B = styles[0].shape[0]
-        x = self.first(self.const.expand(B, -1, -1, -1), styles[0], noise_mode)  # (B, C, 4, 4)
+        x = self.const.expand(B, -1, -1, -1)  # (B, C, 4, 4)
+        if self.input_projection is not None:
+            x = x + self.input_projection(styles[0]).view_as(x)
+        x = self.first(x, styles[0], noise_mode)  # (B, C, 4, 4)
         rgb = self.first_rgb(x, styles[1])  # (B, 3, 4, 4)
         k = 2
         for up, conv, to_rgb in zip(self.ups, self.convs, self.rgbs):
