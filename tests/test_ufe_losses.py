@@ -196,6 +196,22 @@ def test_rec_gradient_into_encoder_can_be_scaled_without_changing_the_loss():
     assert torch.allclose(grads[1.0][2], grads[0.0][2])  # D trained the same
 
 
+def test_rec_gradient_through_others_can_differ_from_the_attributes():
+    from facefactors.train.ufe_losses import rec_to_encoder
+
+    cfg = UFELossConfig(rec_to_encoder=0.1, rec_encoder_warmup_steps=5, rec_others_to_encoder=1.0)
+    assert rec_to_encoder(0, cfg) == {"others": 1.0, "*": 0.0}  # "others" learns from the first step
+    assert rec_to_encoder(5, cfg) == {"others": 1.0, "*": 0.1}
+    torch.manual_seed(0)
+    model = tiny_model()
+    image = torch.rand(4, 3, 32, 32)
+    model.zero_grad()
+    total, _ = ufe_losses(model, image, {}, UFELossConfig(cls=0, con=0, oth=0), 0.0, rec_grad=rec_to_encoder(0, cfg))
+    total.backward()
+    assert model.encoder.projections["others"].weight.grad.abs().sum() > 0
+    assert model.encoder.projections["identity"].weight.grad.abs().sum() == 0
+
+
 def test_contrastive_switches_hand_values():
     # f0 = 0, f1 = 0.3, f2 = 0.5 on a line, D = 2; labels 0, 0, 1.
     f = {"identity": torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])}

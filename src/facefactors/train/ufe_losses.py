@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from facefactors.models.ufe import UFE, Features, mix_features
+from facefactors.models.ufe import OTHERS, UFE, Features, mix_features
 
 
 def _valid(labels: dict[str, torch.Tensor], name: str, batch: int, device) -> torch.Tensor:
@@ -200,6 +200,11 @@ class UFELossConfig:
     # only the gradient L_rec sends into E (D is always trained fully); 1.0 / 0 = the paper.
     rec_to_encoder: float = 1.0  # factor on L_rec's gradient into the encoder
     rec_encoder_warmup_steps: int = 0  # L_rec sends no gradient into E before this step
+    # The "others" subspace has no label to learn from: L_rec is its only teacher, so tempering
+    # L_rec into E also starves it, and then no feature carries background, hair or skin tone and
+    # D can only paint their average (blurred reconstructions). < 0: the same factor and warm-up
+    # as the attribute features; >= 0: this factor through "others" from the first step.
+    rec_others_to_encoder: float = -1.0
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
@@ -236,10 +241,14 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
-def rec_to_encoder(step: int, cfg: UFELossConfig) -> float:
+def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
     """Factor on the gradient L_rec sends into the encoder: 0 for ``rec_encoder_warmup_steps``,
-    then ``cfg.rec_to_encoder``."""
-    return 0.0 if step < cfg.rec_encoder_warmup_steps else cfg.rec_to_encoder
+    then ``cfg.rec_to_encoder``; with ``rec_others_to_encoder >= 0`` a dict
+    ``{"others": that factor, "*": the attribute features' factor}``."""
+    attributes = 0.0 if step < cfg.rec_encoder_warmup_steps else cfg.rec_to_encoder
+    if cfg.rec_others_to_encoder < 0:
+        return attributes
+    return {OTHERS: cfg.rec_others_to_encoder, "*": attributes}
 
 
 def ufe_losses(
@@ -249,18 +258,20 @@ def ufe_losses(
     cfg: UFELossConfig,
     dis_lambda: float,
     generator: torch.Generator | None = None,
-    rec_grad: float = 1.0,
+    rec_grad: float | dict[str, float] = 1.0,
     stats: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
     ``rec_grad`` scales the gradient that L_rec sends into the encoder (see ``rec_to_encoder``
-    in :class:`UFELossConfig`); the decoder always gets the full gradient. A ``stats`` dict,
+    in :class:`UFELossConfig`): one factor, or ``{feature name: factor, "*": the rest}``; the
+    decoder always gets the full gradient. A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts).
     """
     features = model.encode(image)
-    recon = model.decode({n: scale_grad(f, rec_grad) for n, f in features.items()})
+    factors = rec_grad if isinstance(rec_grad, dict) else {"*": rec_grad}
+    recon = model.decode({n: scale_grad(f, factors.get(n, factors["*"])) for n, f in features.items()})
     terms: dict[str, torch.Tensor] = {}
     total = image.new_zeros(())
     if cfg.cls > 0:
