@@ -68,6 +68,21 @@ def test_same_config_same_model_whatever_ran_before(tmp_path):
         assert torch.equal(pa, pb), name
 
 
+def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
+    import yaml
+
+    cfg = tiny("model.kind=vae")
+    run = train(cfg, tmp_path / "old")
+    saved = yaml.safe_load(run.config.read_text())
+    del saved["model"]["decoder_res_blocks"], saved["loss"]["gradient_weight"]  # as written before they existed
+    run.config.write_text(yaml.safe_dump(saved))
+    cfg.trainer.max_steps = 8
+    run = train(cfg, tmp_path / "old")  # the defaults (0) are the old behaviour: resumes, no "different config"
+    assert [h["step"] for h in json.loads((run.path / "loss_history.json").read_text())][-1] == 8
+    with pytest.raises(UserError, match="different config"):
+        train(tiny("model.kind=vae", "model.decoder_res_blocks=1"), tmp_path / "old")
+
+
 def test_bad_data_source_is_one_line(tmp_path):
     with pytest.raises(UserError, match="data.source"):
         train(tiny("data.source=imagenet"), tmp_path / "bad")

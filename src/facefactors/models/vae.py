@@ -21,8 +21,9 @@ residual block of two 3x3 convolutions (He et al. 2016, identity skip) after eac
 upsamplings, the last one at full resolution, and a 3x3 convolution to the image instead of a
 transposed convolution straight to 3 channels; the plain mirror draws every output pixel from
 one 4x4 transposed convolution of the half-resolution features, which leaves little room for
-1-2 px details such as the mouth at 32x32. Losses live in ``models/vae_losses.py``; training
-in ``train/vae.py``.
+1-2 px details such as the mouth at 32x32 (tried for the smile vector: it did not bring the smile
+into the reconstructions, and makes a step 3-5x slower; docs/results.md). Losses live in
+``models/vae_losses.py``; training in ``train/vae.py``.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@
 * Optional detail term (``gradient_weight`` = lambda > 0, our addition, not a likelihood):
   lambda * sum over pixels and channels of |d_h x' - d_h x| + |d_v x' - d_v x|, the L1 error of the
   image's forward differences (x' = sigmoid(logits)). Related to the gradient-difference loss
-  of Mathieu et al. 2016, Eq. 5, which compares the magnitudes |d x'| and |d x|; we compare the
-  signed differences, so an edge of the wrong sign also counts. A squared error lets a decoder trade a blurred
-  edge for a small loss; the L1 of differences keeps a constant pull on every misplaced edge,
-  however small (a 1-px mouth line). Unsupervised: it sees only the input image. Reported
-  separately ("detail"), so "recon" stays -log p(x|z).
+  of Mathieu et al. 2016, Eq. 5, which compares the magnitudes |d x'| and |d x|; we compare
+  the signed differences, so an edge of the wrong sign also counts. A squared error lets a
+  decoder trade a blurred edge for a small loss; the L1 of differences keeps a constant pull on
+  every misplaced edge, however small (a 1-px mouth line). Unsupervised: it sees only the input
+  image. Reported separately ("detail"), so "recon" stays -log p(x|z). Tried for the smile
+  vector at lambda = 10: no effect (docs/results.md).
 * KL term, closed form (paper 004, L2 = -0.5 sum(1 + log sigma^2 - mu^2 - sigma^2)); the total
   L = L1 + beta * L2 is the β-VAE objective (Higgins et al. 2017, Eq. 4); beta = 1 is the VAE.
 * β-TCVAE (Chen et al. 2018, Eq. 2 decomposition and Eq. 4 objective):
