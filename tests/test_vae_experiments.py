@@ -100,6 +100,9 @@ def test_pythae_comparison_on_tiny(tmp_path):
     assert "over bare loop" in (tmp_path / "pythae" / "report.md").read_text()
     assert {k: len(v) for k, v in result["rounds"].items()} == {"ours_call": 2, "ours_fit": 2, "pythae": 2, "bare": 2}
     assert rows["pythae"]["fit_s"] == pytest.approx(min(result["rounds"]["pythae"]), abs=0.06)  # the fastest round
+    # Both rounds train the same config; ours must give the same weights whichever library went first.
+    ours, theirs = result["weights_digest"]["ours"], result["weights_digest"]["pythae"]
+    assert len(ours) == 2 and ours[0] == ours[1] and theirs[0] == theirs[1]
 
 
 def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_path):

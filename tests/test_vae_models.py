@@ -15,6 +15,7 @@ from facefactors.models.vae_losses import (
     capacity,
     cyclical_weight,
     discriminator_loss,
+    gradient_l1,
     kl_divergence,
     log_importance_weights,
     reconstruction_loss,
@@ -47,6 +48,59 @@ def test_shapes(size, channels):
     assert model.reconstruct(x).shape == (3, 3, size, size)
     s = model.sample(2)
     assert s.shape == (2, 3, size, size) and s.min() >= 0 and s.max() <= 1
+
+
+@pytest.mark.parametrize("size,channels,k", [(32, (8, 8, 16), 1), (32, (8, 8, 16), 2), (64, (8, 8, 16, 16), 4)])
+def test_decoder_residual_blocks_shapes_and_gradients(size, channels, k):
+    torch.manual_seed(0)
+    model = VAE(VAEModelConfig(latent_dim=5, channels=channels, hidden=32, image_size=size, decoder_res_blocks=k))
+    blocks = [m for m in model.decoder.deconv if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == k
+    assert blocks[-1].conv1.in_channels == channels[0]  # the last one works at full resolution on channels[0] features
+    x = torch.rand(3, 3, size, size)
+    out = model(x)
+    assert out.logits.shape == (3, 3, size, size)
+    parts = vae_objective("vae", out.logits, x, out.mu, out.logvar, out.z, LossConfig(reconstruction="gaussian", gaussian_sigma=0.05, gradient_weight=2.0))
+    parts["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_decoder_without_residual_blocks_is_the_plain_mirror():
+    # Default 0 keeps today's layers and parameter names, so earlier runs' weights still load.
+    names = [n for n, _ in VAE(VAEModelConfig(**SMALL)).decoder.named_parameters()]
+    assert [n for n in names if n.startswith("deconv")] == ["deconv.0.weight", "deconv.0.bias", "deconv.2.weight", "deconv.2.bias", "deconv.4.weight", "deconv.4.bias"]
+    with pytest.raises(UserError, match="decoder_res_blocks"):
+        VAE(VAEModelConfig(decoder_res_blocks=4, **SMALL))
+
+
+def test_gradient_l1_by_hand():
+    # One channel, 2x3 image; the decoder output is 0.5 everywhere (logit 0).
+    x = torch.tensor([[[[0.5, 0.5, 1.0], [0.5, 0.0, 0.5]]]])
+    logits = torch.zeros_like(x)
+    # diff = x' - x = [[0, 0, -0.5], [0, 0.5, 0]]; horizontal differences: 0, -0.5 | 0.5, -0.5 -> 1.5;
+    # vertical: 0, 0.5, 0.5 -> 1.0; total 2.5.
+    assert gradient_l1(logits, x).tolist() == pytest.approx([2.5])
+    assert gradient_l1(torch.logit(x.clamp(1e-6, 1 - 1e-6)), x).item() == pytest.approx(0.0, abs=1e-5)
+    # A constant offset has no gradient error: only edges count.
+    assert gradient_l1(torch.full_like(x, 2.0), torch.full_like(x, 0.3)).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: gradient_l1(t, target), (logits,))
+
+
+def test_detail_term_adds_to_the_loss_and_is_off_by_default():
+    torch.manual_seed(0)
+    x, logits = torch.rand(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    mu, logvar, z = torch.randn(4, 2), torch.zeros(4, 2), torch.randn(4, 2)
+    plain = vae_objective("vae", logits, x, mu, logvar, z, LossConfig())
+    assert "detail" not in plain
+    detailed = vae_objective("vae", logits, x, mu, logvar, z, LossConfig(gradient_weight=3.0))
+    assert detailed["detail"].item() == pytest.approx(3.0 * gradient_l1(logits, x).mean().item())
+    assert detailed["loss"].item() == pytest.approx(plain["loss"].item() + detailed["detail"].item())
+    assert detailed["recon"].item() == pytest.approx(plain["recon"].item())  # recon stays -log p(x|z)
+    with pytest.raises(UserError, match="gradient_weight"):
+        vae_objective("vae", logits, x, mu, logvar, z, LossConfig(gradient_weight=-1.0))
 
 
 def test_bad_config_and_input_are_clear():

@@ -15,6 +15,7 @@ pythae is an optional extra (``pip install pythae``; pyproject extra ``[compare]
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -58,12 +59,21 @@ def _pythae_modules(model_cfg):
     class Decoder(BaseDecoder):
         def __init__(self):
             super().__init__()
-            self.net = ConvDecoder(*args)
+            self.net = ConvDecoder(*args, res_blocks=model_cfg.decoder_res_blocks)
 
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))  # pythae's BCE takes probabilities
 
     return Encoder(), Decoder()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Short SHA-256 of a module's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def bare_loop_seconds(cfg, images: torch.Tensor, steps: int) -> float:
@@ -136,6 +146,9 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
     # lazy imports): each round times all three, ours and pythae in alternating order, and the
     # fastest round of each counts.
     times: dict[str, list[float]] = {"ours_call": [], "ours_fit": [], "pythae": [], "bare": []}
+    # A digest of each round's trained weights: the same config must give the same model in
+    # every round, whichever library trained first (ours did not before train() seeded the init).
+    digests: dict[str, list[str]] = {"ours": [], "pythae": []}
     for r in range(max(1, rounds)):
         order = ("ours", "pythae") if r % 2 == 0 else ("pythae", "ours")
         for who in order:
@@ -143,9 +156,11 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
                 call_s, fit_s, run = fit_ours()
                 times["ours_call"].append(call_s)
                 times["ours_fit"].append(fit_s)
+                digests["ours"].append(weights_digest(load_run(run.path, "cpu")[0]))
             else:
                 call_s, pmodel = fit_pythae()
                 times["pythae"].append(call_s)
+                digests["pythae"].append(weights_digest(pmodel))
         times["bare"].append(bare_loop_seconds(cfg, images, cfg.trainer.max_steps))
     ours_model, _, _ = load_run(run.path, "cpu")
     ours_total, ours_fit, pythae_total, bare = (min(times[k]) for k in ("ours_call", "ours_fit", "pythae", "bare"))
@@ -175,7 +190,8 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         f"Times are the fastest of {max(1, rounds)} rounds (ours and pythae in alternating order); every round: "
         + ", ".join(f"{k} {' / '.join(f'{v:.1f}' for v in vs)} s" for k, vs in times.items()) + ".\n\n" + _table(rows, cols)
     )
+    report += "\nWeights after each round (SHA-256, first 12 hex digits): " + "; ".join(f"{k} {' / '.join(v)}" for k, v in digests.items()) + ".\n"
     atomic_write_text(out / "report.md", report)
-    result = {"rows": rows, "rounds": {k: [round(v, 2) for v in vs] for k, vs in times.items()}, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s", "overhead_vs_bare")} for r in rows}}
+    result = {"rows": rows, "rounds": {k: [round(v, 2) for v in vs] for k, vs in times.items()}, "weights_digest": digests, "summary": {r["library"]: {k: r[k] for k in ("reconstruction_nats", "mig", "factor_vae_score", "fit_s", "overhead_vs_bare")} for r in rows}}
     atomic_write_json(out / "results.json", result)
     return result

@@ -15,7 +15,14 @@ future work it names:
 
 The encoder/decoder follow the architecture of Higgins et al. 2017 / Burgess et al. 2018
 (4x4 stride-2 convolutions, a fully connected bottleneck); leaky ReLUs (slope 0.2) instead of
-ReLUs are our choice, so narrow layers cannot go dead on mostly dark images. Losses live in
+ReLUs are our choice, so narrow layers cannot go dead on mostly dark images. Optionally
+(``decoder_res_blocks`` = k > 0, our addition) the decoder gets more capacity near the output: a
+residual block of two 3x3 convolutions (He et al. 2016, identity skip) after each of its last k
+upsamplings, the last one at full resolution, and a 3x3 convolution to the image instead of a
+transposed convolution straight to 3 channels; the plain mirror draws every output pixel from
+one 4x4 transposed convolution of the half-resolution features, which leaves little room for
+1-2 px details such as the mouth at 32x32 (tried for the smile vector: it did not bring the smile
+into the reconstructions, and makes a step 3-5x slower; docs/results.md). Losses live in
 ``models/vae_losses.py``; training in ``train/vae.py``.
 """
 
@@ -39,6 +46,7 @@ class VAEModelConfig:
     channels: tuple[int, ...] = (32, 32, 64, 64)  # conv widths; each halves the resolution
     hidden: int = 256  # width of the fully connected bottleneck
     image_size: int = 64  # square input size; must be divisible by 2**len(channels)
+    decoder_res_blocks: int = 0  # residual 3x3 blocks after the decoder's last k upsamplings (0 = plain mirror); <= len(channels)
     image_channels: int = 3
     condition: tuple[str, ...] = ()  # factor names the conditional VAE takes as input
     disc_hidden: int = 1000  # FactorVAE discriminator width (Kim & Mnih use 1000)
@@ -144,6 +152,23 @@ class ConvEncoder(nn.Module):
         return mu, logvar
 
 
+class ResidualBlock(nn.Module):
+    """(B, C, H, W) -> (B, C, H, W): x + conv3x3(lrelu(conv3x3(x))) (He et al. 2016, identity skip)."""
+
+    def __init__(
+        self,
+        channels: int,  # C, kept
+    ):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x comes out of a LeakyReLU; the sum is passed on without another one (pre-activation form).
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
 class ConvDecoder(nn.Module):
     """z (B, D) [+ condition (B, K)] -> Bernoulli logits (B, C, H, W); mirror of ConvEncoder."""
 
@@ -155,8 +180,11 @@ class ConvDecoder(nn.Module):
         hidden: int,  # bottleneck width
         latent_dim: int,  # D
         cond_dim: int = 0,  # K; 0 = unconditional
+        res_blocks: int = 0,  # residual blocks after the last k upsamplings (0 = the plain mirror)
     ):
         super().__init__()
+        if not 0 <= res_blocks <= len(channels):
+            raise UserError(f"model.decoder_res_blocks={res_blocks} must be between 0 and len(model.channels)={len(channels)}")
         self.start = image_size // 2 ** len(channels)
         self.start_channels = channels[-1]
         self.fc = nn.Sequential(
@@ -169,11 +197,18 @@ class ConvDecoder(nn.Module):
         )
         layers: list[nn.Module] = []
         widths = list(reversed(channels))
+        n = len(widths)
         for i, c in enumerate(widths):
-            c_out = widths[i + 1] if i + 1 < len(widths) else image_channels
+            last = i + 1 == n
+            # With res_blocks the last upsampling keeps features (channels[0]) at full resolution.
+            c_out = widths[i + 1] if not last else (widths[-1] if res_blocks else image_channels)
             layers.append(nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1))
-            if i + 1 < len(widths):
+            if not last or res_blocks:
                 layers.append(nn.LeakyReLU(0.2, inplace=True))
+            if n - 1 - i < res_blocks:  # one of the last res_blocks resolutions
+                layers.append(ResidualBlock(c_out))
+        if res_blocks:
+            layers.append(nn.Conv2d(widths[-1], image_channels, 3, padding=1))
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,7 +236,7 @@ class VAE(nn.Module):
         k = self.conditioner.dim if self.conditioner is not None else 0
         args = (config.image_channels, config.image_size, tuple(config.channels), config.hidden, config.latent_dim, k)
         self.encoder = ConvEncoder(*args)
-        self.decoder = ConvDecoder(*args)
+        self.decoder = ConvDecoder(*args, res_blocks=config.decoder_res_blocks)
 
     @property
     def latent_dim(self) -> int:

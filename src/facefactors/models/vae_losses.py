@@ -7,6 +7,15 @@
   errors; a small sigma (e.g. 0.1) weighs reconstruction against beta * KL far more than BCE does
   on grey levels (BCE's gradient in logit space is (x' - x), the Gaussian's (x' - x) x'(1 - x')
   / sigma^2), i.e. a sharper decoder that keeps small details such as a 2-px mouth at 32x32.
+* Optional detail term (``gradient_weight`` = lambda > 0, our addition, not a likelihood):
+  lambda * sum over pixels and channels of |d_h x' - d_h x| + |d_v x' - d_v x|, the L1 error of the
+  image's forward differences (x' = sigmoid(logits)). Related to the gradient-difference loss
+  of Mathieu et al. 2016, Eq. 5, which compares the magnitudes |d x'| and |d x|; we compare
+  the signed differences, so an edge of the wrong sign also counts. A squared error lets a
+  decoder trade a blurred edge for a small loss; the L1 of differences keeps a constant pull on
+  every misplaced edge, however small (a 1-px mouth line). Unsupervised: it sees only the input
+  image. Reported separately ("detail"), so "recon" stays -log p(x|z). Tried for the smile
+  vector at lambda = 10: no effect (docs/results.md).
 * KL term, closed form (paper 004, L2 = -0.5 sum(1 + log sigma^2 - mu^2 - sigma^2)); the total
   L = L1 + beta * L2 is the β-VAE objective (Higgins et al. 2017, Eq. 4); beta = 1 is the VAE.
 * β-TCVAE (Chen et al. 2018, Eq. 2 decomposition and Eq. 4 objective):
@@ -40,6 +49,7 @@ LOG_2PI = math.log(2 * math.pi)
 class LossConfig:
     reconstruction: str = "bernoulli"  # bernoulli (BCE, the study) | gaussian (fixed-sigma L2)
     gaussian_sigma: float = 0.5**0.5  # gaussian: decoder std in [0, 1] intensity units; sqrt(1/2) = plain sum of squares
+    gradient_weight: float = 0.0  # lambda of the image-gradient L1 detail term (per unit of intensity difference); 0 = off
     beta: float | None = None  # KL weight (β-VAE) or TC weight (β-TCVAE); None = the kind's default
     alpha: float = 1.0  # β-TCVAE weight of the index-code mutual information
     gamma: float = 1.0  # β-TCVAE weight of the dimension-wise KL
@@ -77,6 +87,15 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "bern
     else:
         raise UserError(f"loss.reconstruction={kind!r} is not one of ['bernoulli', 'gaussian']")
     return per_pixel.flatten(1).sum(1)  # (B,)
+
+
+def gradient_l1(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Detail term per image (B,): sum of |d_h x' - d_h x| + |d_v x' - d_v x| over pixels and
+    channels, with x' = sigmoid(logits) and d_h / d_v forward differences along W / H."""
+    diff = torch.sigmoid(logits) - x  # (B, C, H, W); the difference of differences is the differences of this
+    dh = (diff[..., :, 1:] - diff[..., :, :-1]).abs().flatten(1).sum(1)
+    dv = (diff[..., 1:, :] - diff[..., :-1, :]).abs().flatten(1).sum(1)
+    return dh + dv
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -198,6 +217,9 @@ def vae_objective(
     elif cfg.anneal not in ("none", "capacity"):
         raise UserError(f"loss.anneal={cfg.anneal!r} is not one of ['none', 'capacity', 'cyclical']")
     out: dict[str, torch.Tensor] = {"recon": recon, "kl": kl}
+    if cfg.gradient_weight < 0:
+        raise UserError(f"loss.gradient_weight must be >= 0, got {cfg.gradient_weight}")
+    detail = cfg.gradient_weight * gradient_l1(logits, x).mean() if cfg.gradient_weight > 0 else None
     if kind == "beta_tcvae":
         parts = tc_decomposition(z, mu, logvar, dataset_size or x.shape[0], cfg.tc_estimator)
         mi, tc, dwkl = (parts[k].mean() for k in ("mi", "tc", "dwkl"))
@@ -220,4 +242,7 @@ def vae_objective(
         out["capacity"] = torch.tensor(c)
     out["beta_weight"] = torch.tensor(weight * beta)
     out["loss"] = recon + weight * reg
+    if detail is not None:
+        out["detail"] = detail
+        out["loss"] = out["loss"] + detail
     return out

@@ -103,6 +103,12 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
 
         saved = yaml.safe_load(run.config.read_text()) or {}
         new = to_dict(cfg)
+        # A field added to the config after the run was saved takes its default, which by
+        # convention keeps the earlier behaviour; without this every old run stopped resuming.
+        try:
+            saved = _fill_missing(saved, to_dict(type(cfg)()))
+        except TypeError:  # a config class without defaults for every field
+            pass
         diff = _config_diff(saved, new, ignore={("trainer", "max_steps")})
         if diff:
             raise UserError(
@@ -122,6 +128,17 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
     run.samples.mkdir(exist_ok=True)
     save_config(cfg, run.config)
     return run, resuming
+
+
+def _fill_missing(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every key it lacks taken from ``defaults`` (recursively, nested dicts)."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _fill_missing(out[k], v)
+    return out
 
 
 def _config_diff(a: dict, b: dict, ignore: set[tuple[str, ...]], prefix: tuple[str, ...] = ()) -> list[str]:

@@ -74,7 +74,7 @@ class VAEConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-LOGGED = ("loss", "recon", "kl", "mi", "tc", "dwkl", "disc_loss", "disc_acc", "beta_weight")
+LOGGED = ("loss", "recon", "kl", "detail", "mi", "tc", "dwkl", "disc_loss", "disc_acc", "beta_weight")
 
 
 class VAERecipe(L.LightningModule):
@@ -257,6 +257,10 @@ def check_config(cfg: VAEConfig) -> None:
         raise UserError("loss.anneal=capacity controls the KL of beta_vae/vae/cvae/factor_vae; β-TCVAE has no single KL term (use anneal=cyclical)")
     if cfg.model.kind == "cvae" and not cfg.model.condition:
         raise UserError("model.kind=cvae needs model.condition, e.g. --set model.condition=[expression,eyeglasses]")
+    if cfg.loss.gradient_weight < 0:
+        raise UserError(f"loss.gradient_weight must be >= 0, got {cfg.loss.gradient_weight}")
+    if not 0 <= cfg.model.decoder_res_blocks <= len(cfg.model.channels):
+        raise UserError(f"model.decoder_res_blocks={cfg.model.decoder_res_blocks} must be between 0 and len(model.channels)={len(cfg.model.channels)}")
     if cfg.model.kind == "factor_vae" and cfg.trainer.batch_size < 4:
         raise UserError("FactorVAE splits each batch in two for its discriminator; use trainer.batch_size >= 4")
 
@@ -269,6 +273,10 @@ def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dat
         dataset = build_dataset(cfg.data, cfg.model.image_size, progress=cfg.trainer.progress)
     description: DatasetDescription = dataset.description
     description.save(run.path / "description.json")
+    # Seed before the networks are built: their initial weights would otherwise depend on whatever
+    # drew random numbers earlier in the process (another variant's training, pythae's rounds),
+    # so the same config gave different models (build_trainer seeds again, for the training steps).
+    torch.manual_seed(cfg.trainer.seed)
     recipe = VAERecipe(cfg, description, dataset_size=len(dataset))
     if recipe.model.conditioner is not None and not resuming:
         recipe.model.conditioner.fit_statistics(_dataset_labels(dataset))
