@@ -125,3 +125,12 @@ def test_apply_threads_sets_positive_counts_and_keeps_zero():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_is_logger_step_matches_lightning_every_nth_step():
+    from facefactors.train.common import is_logger_step
+
+    # Lightning writes the logger on step indices 19, 39, ... for log_every_n_steps=20.
+    assert [s for s in range(60) if is_logger_step(s, 20)] == [19, 39, 59]
+    assert all(is_logger_step(s, 1) for s in range(5))
+    assert all(is_logger_step(s, 0) for s in range(5))  # 0 treated as "every step", never a ZeroDivisionError

@@ -190,6 +190,13 @@ class SaveOnInterrupt(Callback):
             trainer.save_checkpoint(str(self.run.last_checkpoint))
 
 
+def is_logger_step(global_step: int, every: int) -> bool:
+    """Whether Lightning's logger writes this step's ``self.log`` values (it keeps every
+    ``every``-th). ``self.log`` has a per-call bookkeeping cost, so recipes log, and compute
+    logging-only diagnostics, on these steps only."""
+    return (global_step + 1) % max(1, every) == 0
+
+
 def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:
     """A Lightning Trainer with the project's checkpointing, logging and progress conventions."""
     apply_threads(cfg.threads)

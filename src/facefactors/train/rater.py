@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from facefactors.data.description import DatasetDescription
 from facefactors.models.rater import IDENTITY, Rater, RaterConfig
-from facefactors.train.common import TrainerConfig
+from facefactors.train.common import TrainerConfig, is_logger_step
 from facefactors.utils.errors import UserError
 
 
@@ -94,9 +94,8 @@ class RaterRecipe(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image = random_blur(batch["image"], self.cfg.blur_probability, self.cfg.blur_max)
         total, terms = rater_loss(self.model, image, batch["labels"], self.cfg.identity_weight)
-        # self.log has a per-call bookkeeping cost; nine calls a step add up next to a small CPU step,
-        # so log only on the steps the logger writes (as the VAE recipe does).
-        if (self.global_step + 1) % max(1, self.cfg.trainer.log_every_n_steps) == 0:
+        # Nine self.log calls a step add up next to a small CPU step: log on logger steps only.
+        if is_logger_step(self.global_step, self.cfg.trainer.log_every_n_steps):
             B = batch["image"].shape[0]
             self.log("loss", total.detach(), prog_bar=True, batch_size=B)
             for k, v in terms.items():

@@ -17,7 +17,14 @@ import torch
 from facefactors.config import load_saved_config
 from facefactors.data.description import DatasetDescription
 from facefactors.models.ufe import UFE, UFEConfig
-from facefactors.train.common import RunDir, TrainerConfig, build_trainer, fit, prepare_run
+from facefactors.train.common import (
+    RunDir,
+    TrainerConfig,
+    build_trainer,
+    fit,
+    is_logger_step,
+    prepare_run,
+)
 from facefactors.train.ufe_losses import UFELossConfig, dis_weight, rec_to_encoder, ufe_losses
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
@@ -77,15 +84,17 @@ class UFERecipe(L.LightningModule):
         if self.cfg.loss.dis_every > 1 and step % self.cfg.loss.dis_every:
             lam = 0.0
         rec_grad = rec_to_encoder(step, self.cfg.loss)
-        stats: dict[str, float] = {}
+        logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
+        stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
         total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator, rec_grad, stats)
-        B = batch["image"].shape[0]
-        self.log("loss", total, prog_bar=True, batch_size=B)
-        self.log("lambda_dis", lam, batch_size=B)
-        for k, v in terms.items():
-            self.log(f"loss_{k}", v, prog_bar=k in ("rec", "cls"), batch_size=B)
-        for k, v in stats.items():
-            self.log(k, v, batch_size=B)
+        if logging:
+            B = batch["image"].shape[0]
+            self.log("loss", total, prog_bar=True, batch_size=B)
+            self.log("lambda_dis", lam, batch_size=B)
+            for k, v in terms.items():
+                self.log(f"loss_{k}", v, prog_bar=k in ("rec", "cls"), batch_size=B)
+            for k, v in (stats or {}).items():
+                self.log(k, v, batch_size=B)
         every = self.cfg.trainer.sample_every_n_steps
         if self.run is not None and every > 0 and step % every == 0 and self.trainer.is_global_zero:
             self._write_samples(batch["image"][:8], step)

@@ -47,6 +47,26 @@ def pairwise_distance(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.sqrt(sq + eps)
 
 
+def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normalize: bool = False):
+    """For each attribute with a feature and at least one valid pair: (name, d (B, B), valid (B, B),
+    same (B, B)). d is the L2 distance of eq. 2 (divided by sqrt(D) with ``normalize``); a pair is
+    valid when both images carry the label (not -1) and they are two different images; same marks
+    equal labels. Shared by L_con and its margin diagnostic."""
+    for a, y in labels.items():
+        if a not in features:
+            continue
+        f = features[a]  # (B, D)
+        y = y.to(device=f.device, dtype=torch.long)
+        has = y >= 0
+        valid = has[:, None] & has[None, :] & ~torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
+        if not valid.any():
+            continue
+        d = pairwise_distance(f)
+        if normalize:
+            d = d / math.sqrt(f.shape[1])
+        yield a, d, valid, y[:, None] == y[None, :]
+
+
 def contrastive_loss(
     features: Features,
     labels: dict[str, torch.Tensor],
@@ -72,21 +92,8 @@ def contrastive_loss(
       times the pull of one with many (identity, lighting), and takes the trunk early.
     """
     total = None
-    for a, y in labels.items():
-        if a not in features:
-            continue
-        f = features[a]  # (B, D)
-        y = y.to(device=f.device, dtype=torch.long)
-        B = f.shape[0]
-        has = y >= 0
-        valid = has[:, None] & has[None, :] & ~torch.eye(B, dtype=torch.bool, device=f.device)  # (B, B)
-        if not valid.any():
-            continue
-        d = pairwise_distance(f)
-        if normalize:
-            d = d / math.sqrt(f.shape[1])
-        same_b = y[:, None] == y[None, :]
-        same = same_b.to(f.dtype)
+    for _, d, valid, same_b in labelled_pairs(features, labels, normalize):
+        same = same_b.to(d.dtype)
         per_pair = same * d + (1 - same) * F.relu(margin - d)
         if balanced:
             pos, neg = valid & same_b, valid & ~same_b
@@ -108,17 +115,10 @@ def negatives_inside_margin(features: Features, labels: dict[str, torch.Tensor],
     the pairs on which the hinge of eq. 2 acts. A calibration check (0 = the margin never acts)."""
     out = {}
     with torch.no_grad():
-        for a, y in labels.items():
-            if a not in features:
-                continue
-            f = features[a]
-            y = y.to(device=f.device, dtype=torch.long)
-            has = y >= 0
-            neg = has[:, None] & has[None, :] & (y[:, None] != y[None, :])
-            if not neg.any():
-                continue
-            d = pairwise_distance(f) / (math.sqrt(f.shape[1]) if normalize else 1.0)
-            out[a] = float((d[neg] < margin).float().mean())
+        for a, d, valid, same in labelled_pairs(features, labels, normalize):
+            neg = valid & ~same
+            if neg.any():
+                out[a] = float((d[neg] < margin).float().mean())
     return out
 
 
