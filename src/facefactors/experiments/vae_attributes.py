@@ -145,9 +145,10 @@ def attribute_experiment(
             seen_recon = float(rate(rater, edit_images(model, pool[has], vec.delta, [0.0])[:, 0], factor, pos)[0].mean())
             edited = edit_images(model, x, vec.delta, alphas)  # (N, K, 3, S, S)
             save_png(attribute_grid(model, x[:6], vec.delta, alphas), out / f"{name}_{factor}_grid.png")
-            said_recon = rate(rater, edited[:, alphas.index(0.0)], factor, pos)[0]  # alpha 0: the reconstruction
+            ratings = [rate(rater, edited[:, k], factor, pos) for k in range(len(alphas))]  # (said, embedding) per alpha
+            said_recon = ratings[alphas.index(0.0)][0]  # alpha 0: the reconstruction
             for k, alpha in enumerate(alphas):
-                said, emb = rate(rater, edited[:, k], factor, pos)
+                said, emb = ratings[k]
                 own = (emb * emb_real).sum(1)
                 oth = (emb * emb_real[other_idx]).sum(1)
                 rows.append({
