@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facefactors.config import from_dict, load_saved_config, parse_overrides
-from facefactors.train.common import TrainerConfig, build_trainer, fit, prepare_run
+from facefactors.train.common import TrainerConfig, adam, build_trainer, fit, prepare_run
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
 
@@ -134,3 +134,30 @@ def test_is_logger_step_matches_lightning_every_nth_step():
     assert [s for s in range(60) if is_logger_step(s, 20)] == [19, 39, 59]
     assert all(is_logger_step(s, 1) for s in range(5))
     assert all(is_logger_step(s, 0) for s in range(5))  # 0 treated as "every step", never a ZeroDivisionError
+
+
+def test_adam_is_fused_on_cpu_and_takes_the_reference_steps():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    ref = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+    start = net[0].weight.detach().clone()
+    opt = adam(net.parameters(), 1e-2, (0.8, 0.99))
+    assert opt.param_groups[0]["fused"] is True
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, betas=(0.8, 0.99), foreach=False)
+    x = torch.randn(16, 5)
+    for _ in range(5):
+        for o, params in ((opt, list(net.parameters())), (ref_opt, ref)):
+            h = torch.tanh(x @ params[0].T + params[1]) @ params[2].T + params[3]
+            o.zero_grad()
+            (h**2).mean().backward()
+            o.step()
+    for p, r in zip(net.parameters(), ref):
+        torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6)
+    assert (net[0].weight - start).abs().min() > 1e-3  # every weight moved
+
+
+def test_adam_falls_back_where_fused_is_impossible():
+    params = [torch.zeros(3, dtype=torch.float64, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    assert adam(params, 1e-3).param_groups[0]["fused"] is True  # float64 is fine on CPU
+    opt = adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)], 1e-3)
+    assert not opt.param_groups[0]["fused"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -195,6 +196,23 @@ def is_logger_step(global_step: int, every: int) -> bool:
     ``every``-th). ``self.log`` has a per-call bookkeeping cost, so recipes log, and compute
     logging-only diagnostics, on these steps only."""
     return (global_step + 1) % max(1, every) == 0
+
+
+# Devices with torch's fused (single-kernel) Adam; elsewhere the per-parameter loop is used.
+FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam as every recipe builds it: the fused implementation where torch has one.
+
+    The same update rule (Kingma & Ba 2015, Algorithm 1) in one kernel over all parameters
+    instead of a Python loop of small ops per tensor: on one CPU thread a step of the quick
+    VAE's 24 tensors (767k weights) took 1.21 ms unfused, 1.10 ms with ``foreach`` and 0.39 ms
+    fused, about 5% of its training step (experiments/vae_pythae.py compares training speed).
+    Results agree with the unfused update to float rounding, not bit for bit."""
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params) and len({p.device for p in params}) == 1
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from facefactors.data.description import DatasetDescription
 from facefactors.models.rater import IDENTITY, Rater, RaterConfig
-from facefactors.train.common import TrainerConfig, is_logger_step
+from facefactors.train.common import TrainerConfig, adam, is_logger_step
 from facefactors.utils.errors import UserError
 
 
@@ -103,7 +103,7 @@ class RaterRecipe(L.LightningModule):
         return total
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+        opt = adam(self.model.parameters(), self.cfg.lr)
         if self.cfg.schedule == "constant":
             return opt
         if self.cfg.schedule != "onecycle":

@@ -20,6 +20,7 @@ from facefactors.models.ufe import UFE, UFEConfig
 from facefactors.train.common import (
     RunDir,
     TrainerConfig,
+    adam,
     build_trainer,
     fit,
     is_logger_step,
@@ -109,7 +110,7 @@ class UFERecipe(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        return torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        return adam(self.model.parameters(), o.lr, (o.beta1, o.beta2))
 
 
 def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:

@@ -46,6 +46,7 @@ from facefactors.models.vae_losses import (
 from facefactors.train.common import (
     RunDir,
     TrainerConfig,
+    adam,
     build_trainer,
     config_hparams,
     fit,
@@ -104,9 +105,9 @@ class VAERecipe(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opts = [torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas))]
+        opts = [adam(self.model.parameters(), o.lr, o.betas)]
         if self.discriminator is not None:
-            opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=o.disc_lr, betas=tuple(o.disc_betas)))
+            opts.append(adam(self.discriminator.parameters(), o.disc_lr, o.disc_betas))
         return opts
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
