@@ -1,5 +1,6 @@
 """The shared training substrate: run directory, safe checkpoints, resume, weight export."""
 
+import copy
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -161,3 +162,77 @@ def test_adam_falls_back_where_fused_is_impossible():
     assert adam(params, 1e-3).param_groups[0]["fused"] is True  # float64 is fine on CPU
     opt = adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)], 1e-3)
     assert not opt.param_groups[0]["fused"]
+
+
+@dataclass
+class ConvToyConfig:
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_steps=8, checkpoint_every_n_steps=4, progress=False, log_every_n_steps=1, seed=0))
+
+
+class ConvToyRecipe(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+        self.layouts: list[bool] = []
+
+    def training_step(self, batch, batch_idx):
+        self.layouts.append(self.model[0].weight.is_contiguous(memory_format=torch.channels_last))
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self):
+        return adam(self.model.parameters(), 1e-2)
+
+
+def conv_loader():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, 6, 6, generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.mean(1, keepdim=True) ** 2), batch_size=8)
+
+
+def train_conv_toy(out, channels_last: bool, max_steps: int = 8) -> ConvToyRecipe:
+    cfg = ConvToyConfig()
+    cfg.trainer.channels_last, cfg.trainer.max_steps = channels_last, max_steps
+    run, _ = prepare_run(out, cfg)
+    recipe = ConvToyRecipe()
+    fit(build_trainer(cfg.trainer, run), recipe, run, train_dataloaders=conv_loader())
+    return recipe
+
+
+def test_channels_last_trains_the_same_weights(tmp_path):
+    nchw = train_conv_toy(tmp_path / "nchw", channels_last=False)
+    nhwc = train_conv_toy(tmp_path / "nhwc", channels_last=True)
+    assert nhwc.layouts == [True] * 8 and nchw.layouts == [False] * 8
+    for a, b in zip(nchw.model.parameters(), nhwc.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    exported = ConvToyRecipe().model
+    load_module(tmp_path / "nhwc" / "weights.safetensors", exported)  # saved contiguous, loads into NCHW
+    torch.testing.assert_close(exported[0].weight, nhwc.model[0].weight.detach().contiguous())
+
+
+def test_resume_in_channels_last_keeps_each_weights_adam_state(tmp_path):
+    # Checkpoints at epoch ends (4 batches an epoch), where a resume replays no batch.
+    straight = train_conv_toy(tmp_path / "straight", channels_last=False, max_steps=8)
+    train_conv_toy(tmp_path / "resumed", channels_last=False, max_steps=4)  # an NCHW run's checkpoint ...
+    resumed = train_conv_toy(tmp_path / "resumed", channels_last=True, max_steps=8)  # ... resumed in NHWC
+    assert resumed.layouts == [True] * 4
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_adam_loads_moments_into_the_weights_layout():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    ref = torch.optim.Adam([w], lr=0.1)
+    w.grad = torch.randn_like(w)
+    ref.step()
+    nhwc = w.detach().clone().to(memory_format=torch.channels_last).requires_grad_(True)
+    opt = adam([nhwc], 0.1)
+    opt.load_state_dict(copy.deepcopy(ref.state_dict()))  # as from a file: no tensor shared with ref
+    assert opt.state[nhwc]["exp_avg"].stride() == nhwc.stride()
+    g = torch.randn_like(w)
+    w.grad, nhwc.grad = g, g.contiguous(memory_format=torch.channels_last)
+    ref.step()
+    opt.step()
+    torch.testing.assert_close(nhwc, w, rtol=1e-5, atol=1e-6)

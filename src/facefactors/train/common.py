@@ -48,6 +48,7 @@ class TrainerConfig:
     seed: int = 0
     progress: bool = True  # progress bar with rate and ETA
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    channels_last: bool = True  # train with conv weights in NHWC layout (same results, faster; ChannelsLast)
 
 
 @dataclass
@@ -91,11 +92,16 @@ class RunDir:
         return current
 
 
+# Trainer fields that change how a run executes, not what it computes: a resume may set them anew.
+RESUME_MAY_CHANGE = {("trainer", k) for k in ("max_steps", "progress", "threads", "num_workers", "channels_last")}
+
+
 def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, bool]:
     """Create (or reopen) a run directory; returns (run, resuming).
 
     An existing run with a checkpoint is resumed; its saved config must match ``cfg`` in every
-    field but the trainer's step budget, otherwise the user is told to pick another directory.
+    field but those of ``RESUME_MAY_CHANGE`` (the step budget, progress bar, threads, workers,
+    memory layout), otherwise the user is told to pick another directory.
     """
     run = RunDir(Path(out))
     resuming = run.has_checkpoint() and not overwrite
@@ -110,7 +116,7 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
             saved = _fill_missing(saved, to_dict(type(cfg)()))
         except TypeError:  # a config class without defaults for every field
             pass
-        diff = _config_diff(saved, new, ignore={("trainer", "max_steps")})
+        diff = _config_diff(saved, new, ignore=RESUME_MAY_CHANGE)
         if diff:
             raise UserError(
                 f"{run.config}: this run directory holds a run with a different config ({', '.join(diff[:3])}); "
@@ -180,6 +186,20 @@ class ExportWeights(Callback):
             self._export(pl_module)
 
 
+class ChannelsLast(Callback):
+    """Keep the 4-D weights (convolutions) in channels-last (NHWC) memory layout while training.
+
+    Same arithmetic, another storage order: oneDNN's CPU convolutions and GPU tensor cores run
+    fastest on NHWC, and a convolution whose weight is channels-last produces channels-last
+    activations, so converting the weights once converts the whole network. One CPU thread:
+    a quick UFE step (batch 32, 64x64, all five losses) took 0.44-0.45 s instead of
+    0.62-0.71 s, a quick VAE step 22-23 ms instead of 24-25 ms. Runs at ``setup``, before the
+    optimiser exists and before a checkpoint is restored; saved weights are made contiguous."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+
 class SaveOnInterrupt(Callback):
     """On Ctrl-C or an exception, write last.ckpt so no finished step is lost."""
 
@@ -202,6 +222,24 @@ def is_logger_step(global_step: int, every: int) -> bool:
 FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
+class Adam(torch.optim.Adam):
+    """torch's Adam whose loaded state takes the memory layout of its parameter.
+
+    The fused kernel walks a parameter, its gradient and its moment buffers in storage order, so
+    moments saved from NCHW weights and loaded into channels-last ones (``trainer.channels_last``)
+    would update the wrong elements, silently (measured: 0.036 off after one step of a 3x3 conv
+    weight). Copying each loaded buffer into the parameter's layout keeps every element's state."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for k, v in state.items():
+                    if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                        state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam as every recipe builds it: the fused implementation where torch has one.
 
@@ -212,7 +250,7 @@ def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.
     Results agree with the unfused update to float rounding, not bit for bit."""
     params = list(params)
     fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params) and len({p.device for p in params}) == 1
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused or None)
+    return Adam(params, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:
@@ -235,6 +273,8 @@ def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | t
     except ImportError:  # pragma: no cover
         progress = TQDMProgressBar()
     all_callbacks: list[Callback] = [checkpoint, ExportWeights(run, export_attribute), SaveOnInterrupt(run), *callbacks]
+    if cfg.channels_last:
+        all_callbacks.append(ChannelsLast())
     if cfg.progress:
         all_callbacks.append(progress)
     devices: Any = cfg.devices
