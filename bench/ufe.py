@@ -2,7 +2,7 @@
 
 Prints the device and threads, the machine's float32 matmul peak (a timed 2048^3 matmul), and
 at 64x64 (quick preset) and 128x128 (full preset):
-* training images/s (one full L_full step incl. L_dis, batch 32),
+* training images/s (one full L_full step incl. L_dis, batch 32, with the layout and optimiser training uses),
 * encoding images/s: batch-1 latency and batch-64 throughput (encoder E alone, no grad),
 each with achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the peak.
 The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from facefactors.config import load_config
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.ufe import UFE
+from facefactors.train.common import adam
 from facefactors.train.ufe import UFETrainConfig
 from facefactors.train.ufe_losses import ufe_losses
 from facefactors.utils.device import resolve_device
@@ -59,7 +60,9 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float) -> None:
     cfg = load_config(UFETrainConfig, "ufe", preset)
     size = cfg.model.image_size
     model = UFE(world_a_description(size), cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if cfg.trainer.channels_last:  # the layout training uses (train.common.ChannelsLast)
+        model = model.to(memory_format=torch.channels_last)
+    opt = adam(model.parameters(), 1e-4)  # the optimiser training uses (fused where available)
     B = 32
     x = torch.rand(B, 3, size, size, device=device)
     labels = {"identity": torch.arange(B, device=device) // 4, "expression": torch.arange(B, device=device) % 6,
@@ -73,9 +76,10 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float) -> None:
 
     f_step = flops(step)
     t_step = timeit(step, device, max(2, repeats // 2), warmup=1)
-    print(f"[{preset} {size}x{size}] train (batch {B}, all 5 losses): {B / t_step:8.1f} img/s  {f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
+    layout = "channels-last" if cfg.trainer.channels_last else "NCHW"
+    print(f"[{preset} {size}x{size}] train (batch {B}, all 5 losses, {layout}): {B / t_step:8.1f} img/s  {f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
 
-    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()  # inference (predict, experiments) runs NCHW
     threads = torch.get_num_threads()
     # Batch 1 is latency-bound: also timed with one intra-op thread, which avoids thread
     # synchronisation per small convolution (and contention on a shared machine).
