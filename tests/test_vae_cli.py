@@ -116,3 +116,11 @@ def test_attribute_on_a_user_folder_with_labels_csv(trained, tmp_path, capsys):
     assert (vec["with"], vec["without"]) == ("with", "without")
     assert vec["n_with"] == int((glasses == 1).sum()) and vec["n_without"] == int((glasses == 0).sum())
     assert (out / "grid.png").is_file() and (out / "strip.png").is_file()
+
+
+def test_usage_error_is_one_message_and_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["vae", "train", "--no-such-option"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--no-such-option" in err and "Traceback" not in err

@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors (an unknown option, a missing argument) print themselves and carry their
+        # exit code: click's ClickException, or typer's own copy of it since typer stopped
+        # depending on click (0.2x), so the test is by shape, not by class.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise
