@@ -236,3 +236,13 @@ def test_adam_loads_moments_into_the_weights_layout():
     ref.step()
     opt.step()
     torch.testing.assert_close(nhwc, w, rtol=1e-5, atol=1e-6)
+
+
+def test_progress_bar_does_not_count_to_a_last_epoch(tmp_path):
+    cfg = ToyConfig()
+    cfg.trainer.progress = True
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    trainer = build_trainer(cfg.trainer, run)
+    bar = trainer.progress_bar_callback
+    bar.setup(trainer, ToyRecipe(cfg.width), "fit")  # what Lightning does when fit starts
+    assert bar._get_train_description(19).strip() == "Epoch 19"  # not Lightning's "Epoch 19/-2"

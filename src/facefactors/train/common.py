@@ -200,6 +200,16 @@ class ChannelsLast(Callback):
         pl_module.to(memory_format=torch.channels_last)
 
 
+class StepBudgetRichBar(RichProgressBar):
+    """Rich progress bar without Lightning's "Epoch 19/-2": runs are budgeted in steps
+    (``max_epochs=-1``), so there is no last epoch to count to."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs < 1:
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
+
+
 class SaveOnInterrupt(Callback):
     """On Ctrl-C or an exception, write last.ckpt so no finished step is lost."""
 
@@ -269,7 +279,7 @@ def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | t
     try:
         import rich  # noqa: F401
 
-        progress = RichProgressBar(leave=True)
+        progress = StepBudgetRichBar(leave=True)
     except ImportError:  # pragma: no cover
         progress = TQDMProgressBar()
     all_callbacks: list[Callback] = [checkpoint, ExportWeights(run, export_attribute), SaveOnInterrupt(run), *callbacks]
