@@ -47,6 +47,7 @@ class TrainerConfig:
     sample_every_n_steps: int = 500  # sample grids written to samples/
     seed: int = 0
     progress: bool = True  # progress bar with rate and ETA
+    progress_every_n_steps: int = 1  # redraw the bar every n steps (fast steps: the redraw is a visible share)
     threads: int = 0  # torch CPU threads; 0 = torch's default
     channels_last: bool = True  # train with conv weights in NHWC layout (same results, faster; ChannelsLast)
 
@@ -93,7 +94,7 @@ class RunDir:
 
 
 # Trainer fields that change how a run executes, not what it computes: a resume may set them anew.
-RESUME_MAY_CHANGE = {("trainer", k) for k in ("max_steps", "progress", "threads", "num_workers", "channels_last")}
+RESUME_MAY_CHANGE = {("trainer", k) for k in ("max_steps", "progress", "progress_every_n_steps", "threads", "num_workers", "channels_last")}
 
 
 def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, bool]:
@@ -279,9 +280,9 @@ def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | t
     try:
         import rich  # noqa: F401
 
-        progress = StepBudgetRichBar(leave=True)
+        progress = StepBudgetRichBar(refresh_rate=max(1, cfg.progress_every_n_steps), leave=True)
     except ImportError:  # pragma: no cover
-        progress = TQDMProgressBar()
+        progress = TQDMProgressBar(refresh_rate=max(1, cfg.progress_every_n_steps))
     all_callbacks: list[Callback] = [checkpoint, ExportWeights(run, export_attribute), SaveOnInterrupt(run), *callbacks]
     if cfg.channels_last:
         all_callbacks.append(ChannelsLast())

@@ -162,7 +162,7 @@ class Uint8ImageDataset(TensorImageDataset):
         return item
 
     def _images(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.images[idx].float() / 255.0
+        return self.images[idx].float().div_(255.0)  # in place: one pass and one allocation fewer
 
 
 def build_dataset(cfg: DataConfig, image_size: int, progress: bool = True) -> Dataset:
