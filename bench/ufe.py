@@ -7,7 +7,7 @@ at 64x64 (quick preset) and 128x128 (full preset):
 each with achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the peak.
 The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
 
-    python bench/ufe.py [--device auto] [--repeats 5]
+    python bench/ufe.py [--device auto] [--repeats 5] [--presets quick,full] [--layout preset|nchw]
 """
 
 from __future__ import annotations
@@ -56,10 +56,12 @@ def world_a_description(image_size: int) -> DatasetDescription:
     )
 
 
-def bench(preset: str, device: torch.device, repeats: int, peak: float) -> None:
+def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: str = "preset") -> None:
     cfg = load_config(UFETrainConfig, "ufe", preset)
     size = cfg.model.image_size
     model = UFE(world_a_description(size), cfg.model).to(device)
+    if layout == "nchw":
+        cfg.trainer.channels_last = False
     if cfg.trainer.channels_last:  # the layout training uses (train.common.ChannelsLast)
         model = model.to(memory_format=torch.channels_last)
     opt = adam(model.parameters(), 1e-4)  # the optimiser training uses (fused where available)
@@ -104,12 +106,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--presets", default="quick,full")
+    ap.add_argument("--layout", choices=("preset", "nchw"), default="preset", help="train step in the preset's layout (channels-last) or NCHW")
     args = ap.parse_args()
     device = resolve_device(args.device)
     peak = matmul_peak(device)
     print(f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | float32 matmul peak {peak:.1f} GFLOP/s")
     for p in args.presets.split(","):
-        bench(p, device, args.repeats, peak)
+        bench(p, device, args.repeats, peak, args.layout)
 
 
 if __name__ == "__main__":
