@@ -188,7 +188,7 @@ def compare(out: Path, preset: str = "quick", overrides: list[str] | None = None
         f"# facefactors vs pythae BetaVAE (beta={beta:g}, {preset} preset, {len(images)} images, {epochs} epochs of {steps_per_epoch} steps)\n\n"
         "Same networks, loss, optimiser, data and steps, one process, one thread. 'fit s' is the training loop "
         "(ours: Lightning fit incl. checkpoints and sample grids; pythae: its whole pipeline call), "
-        "'whole call s' adds ours' final encoding of the training set for features.npz. 'over bare loop': fit time "
+        "'whole call s' adds ours' final encoding of the training set for features.npz and the loss-curve plot. 'over bare loop': fit time "
         f"over a plain PyTorch loop of the same steps with torch's default Adam ({bare:.1f} s); ours trains with fused Adam, "
         "pythae with its default (torch's default Adam). "
         f"Times are the fastest of {max(1, rounds)} rounds (ours and pythae in alternating order); every round: "

@@ -152,10 +152,12 @@ class VAERecipe(L.LightningModule):
 class LossCurves(Callback):
     """Loss history, kept in ``loss_history.json`` across resumes (``finish_run`` plots it)."""
 
+    FILE = "loss_history.json"
+
     def __init__(self, run: RunDir, every: int):
         self.run = run
         self.every = max(1, every)
-        self.path = run.path / "loss_history.json"
+        self.path = run.path / self.FILE
         self.history: list[dict] = json.loads(self.path.read_text()) if self.path.is_file() else []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -310,7 +312,7 @@ def train(cfg: VAEConfig, out: str | Path, overwrite: bool = False, dataset: Dat
 def finish_run(run: RunDir, model: VAE, dataset: Dataset, cfg: VAEConfig, wall_s: float, max_items: int = 4096) -> dict:
     """Reconstruction error and KL on (up to ``max_items`` of) the training set, features.npz,
     and the loss curves as PNG (paper 004, Figs. 6-8)."""
-    history = run.path / "loss_history.json"
+    history = run.path / LossCurves.FILE
     if history.is_file():
         plot_loss_curves(json.loads(history.read_text()), run.path / "loss_curves.png")
     model.eval()
