@@ -78,8 +78,8 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: 
 
     f_step = flops(step)
     t_step = timeit(step, device, max(2, repeats // 2), warmup=1)
-    layout = "channels-last" if cfg.trainer.channels_last else "NCHW"
-    print(f"[{preset} {size}x{size}] train (batch {B}, all 5 losses, {layout}): {B / t_step:8.1f} img/s  {f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
+    layout_name = "channels-last" if cfg.trainer.channels_last else "NCHW"
+    print(f"[{preset} {size}x{size}] train (batch {B}, all 5 losses, {layout_name}): {B / t_step:8.1f} img/s  {f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
 
     model = model.to(memory_format=torch.contiguous_format).eval()  # inference (predict, experiments) runs NCHW
     threads = torch.get_num_threads()
