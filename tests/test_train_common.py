@@ -162,6 +162,8 @@ def test_adam_falls_back_where_fused_is_impossible():
     assert adam(params, 1e-3).param_groups[0]["fused"] is True  # float64 is fine on CPU
     opt = adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)], 1e-3)
     assert not opt.param_groups[0]["fused"]
+    opt = adam([torch.zeros(3, device="meta", requires_grad=True)], 1e-3)  # a device without the kernel
+    assert not opt.param_groups[0]["fused"]
 
 
 @dataclass

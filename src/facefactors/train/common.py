@@ -229,10 +229,6 @@ def is_logger_step(global_step: int, every: int) -> bool:
     return (global_step + 1) % max(1, every) == 0
 
 
-# Devices with torch's fused (single-kernel) Adam; elsewhere the per-parameter loop is used.
-FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps", "xpu")
-
-
 class Adam(torch.optim.Adam):
     """torch's Adam whose loaded state takes the memory layout of its parameter.
 
@@ -260,8 +256,18 @@ def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.
     fused, about 5% of its training step (experiments/vae_pythae.py compares training speed).
     Results agree with the unfused update to float rounding, not bit for bit."""
     params = list(params)
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params) and len({p.device for p in params}) == 1
+    devices = fused_kernel_devices()
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params) and len({p.device for p in params}) == 1
     return Adam(params, lr=lr, betas=tuple(betas), fused=fused or None)
+
+
+def fused_kernel_devices() -> set[str]:
+    """Device types with torch's fused optimiser kernels (torch's own list; CPU if it moved)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # pragma: no cover - a torch that renamed its private helper
+        return {"cpu"}
+    return set(_get_fused_kernels_supported_devices())
 
 
 def build_trainer(cfg: TrainerConfig, run: RunDir, callbacks: list[Callback] | tuple = (), export_attribute: str = "model") -> L.Trainer:
