@@ -152,6 +152,12 @@ class ConvEncoder(nn.Module):
         return mu, logvar
 
 
+def check_res_blocks(res_blocks: int, channels) -> None:
+    """``model.decoder_res_blocks`` must name some of the decoder's upsamplings (0 to all)."""
+    if not 0 <= res_blocks <= len(channels):
+        raise UserError(f"model.decoder_res_blocks={res_blocks} must be between 0 and len(model.channels)={len(channels)}")
+
+
 class ResidualBlock(nn.Module):
     """(B, C, H, W) -> (B, C, H, W): x + conv3x3(lrelu(conv3x3(x))) (He et al. 2016, identity skip)."""
 
@@ -183,8 +189,7 @@ class ConvDecoder(nn.Module):
         res_blocks: int = 0,  # residual blocks after the last k upsamplings (0 = the plain mirror)
     ):
         super().__init__()
-        if not 0 <= res_blocks <= len(channels):
-            raise UserError(f"model.decoder_res_blocks={res_blocks} must be between 0 and len(model.channels)={len(channels)}")
+        check_res_blocks(res_blocks, channels)
         self.start = image_size // 2 ** len(channels)
         self.start_channels = channels[-1]
         self.fc = nn.Sequential(

@@ -89,6 +89,11 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "bern
     return per_pixel.flatten(1).sum(1)  # (B,)
 
 
+def check_gradient_weight(weight: float) -> None:
+    if weight < 0:
+        raise UserError(f"loss.gradient_weight must be >= 0, got {weight}")
+
+
 def gradient_l1(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Detail term per image (B,): sum of |d_h x' - d_h x| + |d_v x' - d_v x| over pixels and
     channels, with x' = sigmoid(logits) and d_h / d_v forward differences along W / H."""
@@ -217,8 +222,7 @@ def vae_objective(
     elif cfg.anneal not in ("none", "capacity"):
         raise UserError(f"loss.anneal={cfg.anneal!r} is not one of ['none', 'capacity', 'cyclical']")
     out: dict[str, torch.Tensor] = {"recon": recon, "kl": kl}
-    if cfg.gradient_weight < 0:
-        raise UserError(f"loss.gradient_weight must be >= 0, got {cfg.gradient_weight}")
+    check_gradient_weight(cfg.gradient_weight)
     detail = cfg.gradient_weight * gradient_l1(logits, x).mean() if cfg.gradient_weight > 0 else None
     if kind == "beta_tcvae":
         parts = tc_decomposition(z, mu, logvar, dataset_size or x.shape[0], cfg.tc_estimator)

@@ -35,10 +35,12 @@ from facefactors.models.vae import (
     FactorDiscriminator,
     VAEModelConfig,
     build_vae,
+    check_res_blocks,
     permute_dims,
 )
 from facefactors.models.vae_losses import (
     LossConfig,
+    check_gradient_weight,
     discriminator_loss,
     resolve_beta,
     vae_objective,
@@ -261,10 +263,8 @@ def check_config(cfg: VAEConfig) -> None:
         raise UserError("loss.anneal=capacity controls the KL of beta_vae/vae/cvae/factor_vae; β-TCVAE has no single KL term (use anneal=cyclical)")
     if cfg.model.kind == "cvae" and not cfg.model.condition:
         raise UserError("model.kind=cvae needs model.condition, e.g. --set model.condition=[expression,eyeglasses]")
-    if cfg.loss.gradient_weight < 0:
-        raise UserError(f"loss.gradient_weight must be >= 0, got {cfg.loss.gradient_weight}")
-    if not 0 <= cfg.model.decoder_res_blocks <= len(cfg.model.channels):
-        raise UserError(f"model.decoder_res_blocks={cfg.model.decoder_res_blocks} must be between 0 and len(model.channels)={len(cfg.model.channels)}")
+    check_gradient_weight(cfg.loss.gradient_weight)
+    check_res_blocks(cfg.model.decoder_res_blocks, cfg.model.channels)
     if cfg.model.kind == "factor_vae" and cfg.trainer.batch_size < 4:
         raise UserError("FactorVAE splits each batch in two for its discriminator; use trainer.batch_size >= 4")
 

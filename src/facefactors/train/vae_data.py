@@ -158,7 +158,7 @@ class Uint8ImageDataset(TensorImageDataset):
 
     def __getitem__(self, i: int) -> dict:
         item = super().__getitem__(i)
-        item["image"] = item["image"].float() / 255.0
+        item["image"] = item["image"].float().div_(255.0)  # the conversion of _images, one item
         return item
 
     def _images(self, idx: torch.Tensor) -> torch.Tensor:
