@@ -342,3 +342,29 @@ def test_set_factor_gives_camera_and_pose_domains(world):
     assert torch.equal(
         thirty.pose[:, 1:], p.pose[:, 1:]
     )  # same pitch/roll draws: only the bucket moved
+
+
+def test_zoom_is_the_centre_of_the_whole_frame(world):
+    """A zoomed render is the central crop of the unzoomed render of the framed size (no blur:
+    the camera blur is per output pixel), with landmarks and image flow in the crop's coordinates."""
+    zoomed = FaceWorld(dataclasses.replace(world.config, zoom=1.5))
+    full = zoomed.config.framed_size(SIZE)
+    assert full == 48 and (full - SIZE) % 2 == 0
+    p = world.sample_params(range(4))
+    p = p.replace(noise=torch.stack([p.noise[:, 0], torch.zeros(4)], -1))  # keep the noise, no blur
+    a = zoomed.render(p, ground_truth=True)
+    b = world.render(p, image_size=full, ground_truth=True)
+    m = (full - SIZE) // 2
+    assert a.image.shape == (4, 3, SIZE, SIZE)
+    torch.testing.assert_close(a.image, b.image[..., m : m + SIZE, m : m + SIZE])
+    torch.testing.assert_close(a.coverage, b.coverage[..., m : m + SIZE, m : m + SIZE])
+    # landmarks: pixel u of the frame is pixel u - m of the crop
+    u_full = (b.landmarks + 1) * full / 2
+    torch.testing.assert_close((a.landmarks + 1) * SIZE / 2, u_full - m)
+    q = samplers.intervene(world, p, "expression", np.random.default_rng(1))
+    fa, ma = zoomed.expression_flow(p, q)
+    fb, mb = world.expression_flow(p, q, image_size=full)
+    torch.testing.assert_close(fa, fb[..., m : m + SIZE, m : m + SIZE] * full / SIZE)
+    torch.testing.assert_close(ma, mb[..., m : m + SIZE, m : m + SIZE])
+    with pytest.raises(ValueError, match="zoom"):
+        WorldConfig(zoom=0.5)

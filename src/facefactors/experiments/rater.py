@@ -32,10 +32,10 @@ from facefactors.utils.io import atomic_write_json
 INTERVENTION_STREAMS = {"expression": "expression", "lighting": "lighting", "pose": "pose", "camera": "camera", "eyeglasses": "eyeglasses"}
 
 
-def rater_world_config(seed: int, image_size: int):
+def rater_world_config(seed: int, image_size: int, zoom: float = 1.0):
     from facefactors.world.config import WorldConfig
 
-    return WorldConfig(seed=seed, image_size=image_size)
+    return WorldConfig(seed=seed, image_size=image_size, zoom=zoom)
 
 
 def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> Path:
@@ -44,7 +44,7 @@ def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides
     cfg.trainer.progress = cfg.trainer.progress and progress
     apply_threads(cfg.trainer.threads)  # before rendering the training set
     d = cfg.data
-    wcfg = rater_world_config(d.world_seed, cfg.model.image_size)
+    wcfg = rater_world_config(d.world_seed, cfg.model.image_size, d.zoom)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)
     test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, d.cache, progress)
     run, _ = prepare_run(out, cfg, overwrite=overwrite)

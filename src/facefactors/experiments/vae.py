@@ -102,10 +102,10 @@ def ground_truth_sampler(cfg: VAEConfig):
     """The metrics sampler matching a run's data: blobs, or the world (held-out test identities)."""
     if cfg.data.source == "blobs":
         return BlobsGroundTruth(cfg.model.image_size)
-    from facefactors.world import FaceWorld, WorldConfig
+    from facefactors.train.vae_data import face_world
     from facefactors.world.ground_truth import WorldGroundTruth
 
-    world = FaceWorld(WorldConfig(seed=cfg.data.world_seed, image_size=cfg.model.image_size))
+    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
     return WorldGroundTruth(world, split="test", image_size=cfg.model.image_size)
 
 

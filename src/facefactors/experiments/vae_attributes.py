@@ -42,28 +42,32 @@ EDITS = (("expression", "smile", "neutral"), ("eyeglasses", "yes", "no"))
 MODELS = ("vae", "beta2", "beta5")
 
 
-def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str):
-    """A trained rater: the one given, or one trained (once) at the VAE's image size."""
+def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str, zoom: float = 1.0):
+    """A trained rater: the one given, or one trained (once) at the VAE's image size and framing."""
     from facefactors.train.rater import load_rater
+    from facefactors.utils.errors import UserError
 
-    if rater_dir:
-        return load_rater(rater_dir)
-    path = root / "rater"
-    if not (path / "weights.safetensors").is_file() or not (path / "calibration.json").is_file():
+    path = Path(rater_dir) if rater_dir else root / "rater"
+    if not rater_dir and (not (path / "weights.safetensors").is_file() or not (path / "calibration.json").is_file()):
         from facefactors.experiments.rater import train_rater
 
         if preset == "tiny":
-            train_rater("tiny", path, [])
+            train_rater("tiny", path, [f"data.zoom={zoom}"])
         else:  # quick32 is the quick rater shaped for 32x32 images
-            train_rater("quick32" if image_size == 32 else "quick", path, [f"model.image_size={image_size}", "trainer.threads=1"])
-    return load_rater(path)
+            train_rater("quick32" if image_size == 32 else "quick", path, [f"model.image_size={image_size}", "trainer.threads=1", f"data.zoom={zoom}"])
+    rater = load_rater(path)
+    if rater.zoom != zoom:
+        # A rater judges faces framed as in its training set; at another zoom its calls are noise.
+        raise UserError(f"{path}: the rater was trained on world faces at zoom {rater.zoom}, the VAE's data has data.zoom={zoom}; "
+                        f"train one with `facefactors ufe rater --set data.zoom={zoom}` or leave out --rater")
+    return rater
 
 
 def held_out_faces(cfg, n: int):
     """(images (n, 3, S, S), labels) of test-split identities, never seen in training."""
-    from facefactors.world import FaceWorld, WorldConfig
+    from facefactors.train.vae_data import face_world
 
-    world = FaceWorld(WorldConfig(seed=cfg.data.world_seed, image_size=cfg.model.image_size))
+    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
     batches = [world.sample(torch.arange(s, min(n, s + 256)), split="test") for s in range(0, n, 256)]
     images = torch.cat([b.image for b in batches]).clamp(0, 1)
     labels = {k: torch.cat([b.labels[k] for b in batches]) for k in batches[0].labels}
@@ -120,7 +124,7 @@ def attribute_experiment(
         alphas = [0.0, *alphas]  # alpha 0 (the plain reconstruction) is the baseline of every row
     runs, dataset = train_variants(root, models, preset, overrides, return_dataset=True)
     cfg = variant_config(models[0], preset, overrides)
-    rater = get_rater(root, rater_dir, cfg.model.image_size, preset).eval()
+    rater = get_rater(root, rater_dir, cfg.model.image_size, preset, cfg.data.zoom).eval()
     pool, pool_labels = held_out_faces(cfg, 4 * num_faces)
     description = dataset.description
     rows, vectors = [], {}

@@ -23,6 +23,7 @@ from facefactors.utils.errors import UserError
 @dataclass
 class RaterDataConfig:
     world_seed: int = 0  # seed of the face world
+    zoom: float = 1.0  # framing of the world's images (WorldConfig.zoom); the same as the images it will judge
     train_identities: int = 200  # identities rendered for training
     images_per_identity: int = 12
     test_identities: int = 30  # held-out identities (accuracy, calibration)
@@ -129,6 +130,7 @@ def load_rater(run_dir: str | Path, device: str | torch.device = "cpu") -> Rater
     cfg = load_saved_config(RaterTrainConfig, run / "config.yaml")
     model = Rater(description, cfg.model)
     load_module(run / "weights.safetensors", model)
+    model.zoom = cfg.data.zoom  # the framing it was trained on, which its inputs should share
     calib = run / "calibration.json"
     if calib.is_file():
         import json

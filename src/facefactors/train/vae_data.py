@@ -127,19 +127,28 @@ class DataConfig:
     path: str = ""  # folder for world_set / folder sources
     num_images: int = 8192  # world / blobs: size of the training set
     world_seed: int = 0  # world: seed of the face world
+    zoom: float = 1.0  # world: framing (WorldConfig.zoom); 1.5 keeps the central two thirds, face bigger
     split: str = "train"  # world: which identity split
     seed: int = 0  # blobs: sampling seed
 
 
-def load_world_images(n: int, image_size: int, seed: int = 0, split: str = "train", progress: bool = True, chunk: int = 256):
-    """Render ``n`` world samples once -> (images uint8 (N, 3, S, S), labels, description)."""
+def face_world(seed: int, image_size: int, zoom: float = 1.0):
+    """The face world the VAE data, its held-out faces and its ground-truth metrics all come from."""
     try:
         from facefactors.world import FaceWorld, WorldConfig
     except ImportError as e:  # the world package is built by another issue
         raise UserError(f"the face world is not available ({e}); use --set data.source=blobs or data.source=folder") from None
+    try:
+        return FaceWorld(WorldConfig(seed=seed, image_size=image_size, zoom=zoom))
+    except ValueError as e:
+        raise UserError(f"data.zoom: {e}") from None
+
+
+def load_world_images(n: int, image_size: int, seed: int = 0, split: str = "train", progress: bool = True, chunk: int = 256, zoom: float = 1.0):
+    """Render ``n`` world samples once -> (images uint8 (N, 3, S, S), labels, description)."""
     from facefactors.data.progress import progress_bar
 
-    world = FaceWorld(WorldConfig(seed=seed, image_size=image_size))
+    world = face_world(seed, image_size, zoom)
     images, labels = [], {}
     with progress_bar(progress) as bar:
         task = bar.add_task(f"rendering {n} world faces", total=n)
@@ -170,7 +179,7 @@ def build_dataset(cfg: DataConfig, image_size: int, progress: bool = True) -> Da
     if cfg.source == "blobs":
         return BlobsDataset(cfg.num_images, image_size, cfg.seed)
     if cfg.source == "world":
-        images, labels, description = load_world_images(cfg.num_images, image_size, cfg.world_seed, cfg.split, progress)
+        images, labels, description = load_world_images(cfg.num_images, image_size, cfg.world_seed, cfg.split, progress, zoom=cfg.zoom)
         return Uint8ImageDataset(images, labels, description)
     if cfg.source == "world_set":
         try:

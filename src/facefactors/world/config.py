@@ -26,6 +26,16 @@ class WorldConfig:
     intensity_range: tuple[float, float] = (0.6, 1.0)  # expression intensity of non-neutral classes
     noise_max: float = 0.02  # max std of additive pixel noise
     blur_max: float = 0.5  # max Gaussian blur std, in pixels of a 64-pixel image
+    zoom: float = 1.0  # framing: >= 1; the image is the central 1/zoom of the render (a tighter crop, as CelebA's aligned faces)
+
+    def __post_init__(self):
+        if not self.zoom >= 1.0:
+            raise ValueError(f"WorldConfig.zoom={self.zoom} must be >= 1 (1 = the whole frame; 1.5 keeps its central two thirds)")
+
+    def framed_size(self, size: int) -> int:
+        """Side of the render whose central ``size`` pixels are the image at this zoom; its margin
+        is whole pixels on each side, so the crop needs no resampling."""
+        return size + 2 * round(size * (self.zoom - 1.0) / 2)
 
     def split_offset(self, split: str) -> int:
         """First global identity id of ``split`` (train ids first, then val, then test)."""

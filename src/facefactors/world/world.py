@@ -249,24 +249,29 @@ class FaceWorld:
 
         cfg = self.config
         size = int(image_size or cfg.image_size)
-        csize = max(size, int(cfg.canonical_size or size))
+        full = cfg.framed_size(size)  # the whole frame; the image is its centre (zoom)
+        csize = max(full, int(cfg.canonical_size or full))
         p = params
         depth, alb, cmask, f = self.canonical(p, csize)
         normal = depth_to_normal(depth, cfg.fov_deg)
         shaded = alb * lambertian(normal, p.light)
         view = torch.cat([p.pose, torch.zeros(len(p), 3)], -1)
         raster = rasterize_height_field(
-            depth, shaded, cmask, view, (size, size), cfg.fov_deg, cfg.supersample
+            depth, shaded, cmask, view, (full, full), cfg.fov_deg, cfg.supersample
         )
-        img = raster.image + (1 - raster.mask) * imaging.background(p.background, size, size)
+        img = raster.image + (1 - raster.mask) * imaging.background(p.background, full, full)
         img = imaging.tone(img, p.camera)
+        # blur and noise are the camera's, per output pixel: the same at every zoom
         img = imaging.blur(img, p.noise[:, 1] * size / 64)
         img = imaging.add_noise(img, p.noise[:, 0], p.noise_seed, p.camera).clamp(0, 1)
         batch = WorldBatch(
-            image=img.contiguous(), labels=self.labels(p), params=p, coverage=raster.mask
+            image=self._frame(img, size).contiguous(),
+            labels=self.labels(p),
+            params=p,
+            coverage=self._frame(raster.mask, size),
         )
         if ground_truth:
-            batch.landmarks = self.landmarks(p, depth, f)
+            batch.landmarks = self._framed_points(self.landmarks(p, depth, f), size)
             batch.depth, batch.albedo, batch.normal, batch.mask = (
                 depth,
                 alb,
@@ -274,6 +279,15 @@ class FaceWorld:
                 cmask,
             )
         return batch
+
+    def _frame(self, maps: torch.Tensor, size: int) -> torch.Tensor:
+        """The central ``size`` x ``size`` pixels of full-frame maps (B, C, F, F) (``zoom``)."""
+        m = (maps.shape[-1] - size) // 2
+        return maps[..., m : m + size, m : m + size]
+
+    def _framed_points(self, points: torch.Tensor, size: int) -> torch.Tensor:
+        """Normalised coordinates (..., 2) in the full frame -> in the framed image (``zoom``)."""
+        return points * (self.config.framed_size(size) / size)
 
     def _project_canonical(
         self, p: FaceParams, points: torch.Tensor, depth: torch.Tensor
@@ -321,7 +335,8 @@ class FaceWorld:
         from facefactors.render.rasterize import rasterize_height_field
 
         size = int(image_size or self.config.image_size)
-        csize = max(size, int(self.config.canonical_size or size))
+        full = self.config.framed_size(size) if space == "image" else size
+        csize = max(full, int(self.config.canonical_size or full))
         n = len(a)
         depth_a, _, mask_a, f = self.canonical(a, csize)
         if space == "canonical":
@@ -335,7 +350,7 @@ class FaceWorld:
             mask_a,
             mask_a,
             view,
-            (size, size),
+            (full, full),
             self.config.fov_deg,
             self.config.supersample,
         )
@@ -344,10 +359,12 @@ class FaceWorld:
         )  # (B, H*W, 2) canonical point per pixel
         moved = uv + expr.canonical_flow(uv, a.expression_weights, b.expression_weights, f)
         target = self._project_canonical(b, moved, depth_b)  # (B, H*W, 2)
-        pixels = image_grid(size, size).reshape(1, -1, 2)
+        pixels = image_grid(full, full).reshape(1, -1, 2)
         on = (raster.mask > 0.5).reshape(n, -1, 1)
         flow = torch.where(on, target - pixels, torch.zeros_like(target))
-        return flow.reshape(n, size, size, 2).permute(0, 3, 1, 2), raster.mask
+        flow = self._framed_points(flow, size)  # a displacement scales as the coordinates do
+        flow = flow.reshape(n, full, full, 2).permute(0, 3, 1, 2)
+        return self._frame(flow, size), self._frame(raster.mask, size)
 
     def labels(self, p: FaceParams) -> dict[str, torch.Tensor]:
         age_cls = (p.age_value * 3).long().clamp(0, 2)
