@@ -121,3 +121,19 @@ def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_p
     with pytest.raises(KeyboardInterrupt):
         X.train_variants(tmp_path, ["vae"], "quick", [])
     assert calls[:2] == [("threads", 1), ("render",)]
+
+
+def test_attribute_experiment_refuses_a_rater_of_another_framing(tmp_path):
+    """A rater judges faces framed as in its training set: one trained at zoom 1.5 is taken for
+    data.zoom=1.5 and refused, with the fix, for the whole frame."""
+    from facefactors.experiments.rater import train_rater
+    from facefactors.experiments.vae_attributes import get_rater
+    from facefactors.train.vae_data import face_world
+    from facefactors.utils.errors import UserError
+
+    path = train_rater("tiny", tmp_path / "rater", ["data.zoom=1.5"], progress=False)
+    assert get_rater(tmp_path, str(path), 32, "tiny", zoom=1.5).zoom == 1.5
+    with pytest.raises(UserError, match=r"zoom 1.5.*data.zoom=1.0.*--set data.zoom=1.0"):
+        get_rater(tmp_path, str(path), 32, "tiny", zoom=1.0)
+    with pytest.raises(UserError, match="data.zoom"):
+        face_world(0, 32, zoom=0.8)
