@@ -5,12 +5,13 @@ import torch
 
 from facefactors.experiments.ufe import sample_params_of, true_composite
 from facefactors.experiments.ufe_eval import encode_set, write_features
+from facefactors.train.ufe import UFEDataConfig
 from facefactors.train.ufe_data import render_world_set, world_a_config
 from test_ufe_losses import tiny_model
 
 
 def small_set(split="test", n=2, m=3, offset=0, cache=""):
-    cfg = world_a_config(seed=3, image_size=32, yaw_domains=[0.0, 30.0], nir_probability=0.5)
+    cfg = world_a_config(UFEDataConfig(world_seed=3, yaw_domains=[0.0, 30.0], nir_probability=0.5), image_size=32)
     return cfg, render_world_set(cfg, split, n, m, cache=cache, progress=False, identity_offset=offset)
 
 
@@ -56,3 +57,13 @@ def test_features_file_is_readable_by_the_metrics_loader(tmp_path):
     fs = load_features(tmp_path / "features.npz")
     assert set(fs.features) == set(feats)
     assert np.array_equal(fs.labels["identity"], data.labels["identity"].numpy())
+
+
+def test_world_a_takes_the_framing_of_the_data_config():
+    import pytest
+
+    from facefactors.utils.errors import UserError
+
+    assert world_a_config(UFEDataConfig(zoom=1.5), image_size=64).zoom == 1.5
+    with pytest.raises(UserError, match="data.zoom"):
+        world_a_config(UFEDataConfig(zoom=0.5), image_size=64)

@@ -19,8 +19,7 @@ def demo(out: str = "runs/demo", preset: str = "quick") -> None:
 
     from facefactors.config import load_config
     from facefactors.experiments import ufe as X
-    from facefactors.experiments.rater import train_rater
-    from facefactors.train.rater import load_rater
+    from facefactors.experiments.rater import ensure_rater
     from facefactors.train.ufe import UFETrainConfig
     from facefactors.utils.io import atomic_write_text
 
@@ -55,14 +54,12 @@ def demo(out: str = "runs/demo", preset: str = "quick") -> None:
 
     t = time.time()
     console.rule("[bold]4/5 training the independent rater")
-    rater_dir = root / "rater"
-    if not (rater_dir / "calibration.json").is_file():
-        train_rater("quick" if preset != "tiny" else "tiny", rater_dir, [f"data.cache={cfg.data.cache}"])
+    rater = ensure_rater(root / "rater", "quick" if preset != "tiny" else "tiny", cfg.data.zoom, [f"data.cache={cfg.data.cache}"])
     timings["train_rater_s"] = time.time() - t
 
     t = time.time()
     console.rule("[bold]5/5 automated user study")
-    study = X.user_study(model, load_rater(rater_dir), test, n=1000 if preset != "tiny" else 40)
+    study = X.user_study(model, rater, test, n=1000 if preset != "tiny" else 40)
     timings["user_study_s"] = time.time() - t
 
     rows = ["| composite | L1 to truth | SSIM | L1 / reconstruction L1 |", "|---|---|---|---|"]

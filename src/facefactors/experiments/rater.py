@@ -38,6 +38,22 @@ def rater_world_config(seed: int, image_size: int, zoom: float = 1.0):
     return WorldConfig(seed=seed, image_size=image_size, zoom=zoom)
 
 
+def ensure_rater(path: str | Path, preset: str, zoom: float = 1.0, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> Rater:
+    """The rater of ``path``, trained there first (``preset`` + ``overrides``, on faces framed at
+    ``zoom``) if it is not yet; refuses one trained at another zoom, whose calls would be noise."""
+    from facefactors.train.rater import load_rater
+    from facefactors.utils.errors import UserError
+
+    path = Path(path)
+    if not (path / "weights.safetensors").is_file() or not (path / "calibration.json").is_file():
+        train_rater(preset, path, [*overrides, f"data.zoom={zoom}"], progress=progress)
+    rater = load_rater(path)
+    if rater.zoom != zoom:
+        raise UserError(f"{path}: the rater was trained on world faces at zoom {rater.zoom}, the faces to judge have data.zoom={zoom}; "
+                        f"train one with `facefactors ufe rater --set data.zoom={zoom}` or name another rater folder")
+    return rater
+
+
 def train_rater(preset: str = "quick", out: str | Path = "runs/rater", overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False, progress: bool = True) -> Path:
     """Train the rater, then measure its held-out accuracy and calibrate ``which_changed``."""
     cfg = load_config(RaterTrainConfig, "rater", preset, overrides)

@@ -58,7 +58,7 @@ FACTOR_FIELDS = {
 def world_a_sets(cfg: UFETrainConfig, progress: bool = True) -> tuple[FaceTensorSet, FaceTensorSet]:
     """World A training set (only ``data.labelled`` carry labels) and the held-out test set (all labels)."""
     d = cfg.data
-    wcfg = world_a_config(d.world_seed, cfg.model.image_size, d.yaw_domains, d.nir_probability)
+    wcfg = world_a_config(d, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)
     test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, d.cache, progress)
     return train.restrict(d.labelled, "world-a"), test
@@ -72,7 +72,7 @@ def train_stream(cfg: UFETrainConfig, train: FaceTensorSet, progress: bool = Tru
         return a, train.description
     if d.second_set != "world_b":
         raise UserError(f"data.second_set must be '' or 'world_b', got {d.second_set!r}")
-    wcfg = world_a_config(d.world_seed, cfg.model.image_size, d.yaw_domains, d.nir_probability)
+    wcfg = world_a_config(d, cfg.model.image_size)
     b_full = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress, identity_offset=d.train_identities)
     b = FaceTensorSet(b_full.images, b_full.labels, train.description, b_full.index, "train").restrict(d.second_labelled, "world-b")
     desc = train.description.restrict([*d.labelled, *d.second_labelled], "world-a+b")
@@ -137,7 +137,7 @@ def composites_eval(model: UFE, test: FaceTensorSet, cfg: UFETrainConfig, out: P
     from facefactors.world.world import FaceWorld
 
     d = cfg.data
-    world = FaceWorld(world_a_config(d.world_seed, cfg.model.image_size, d.yaw_domains, d.nir_probability))
+    world = FaceWorld(world_a_config(d, cfg.model.image_size))
     g = torch.Generator().manual_seed(seed)
     ia = torch.randint(0, len(test), (n_pairs,), generator=g)
     ib = torch.randint(0, len(test), (n_pairs,), generator=g)
@@ -298,16 +298,13 @@ def _rater_dir(preset: str, rater: str | None) -> tuple[str, str]:
 
 
 def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
-    from facefactors.experiments.rater import train_rater
-    from facefactors.train.rater import load_rater
+    from facefactors.experiments.rater import ensure_rater
 
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
     rater_preset, rater = _rater_dir(preset, rater)
-    if not (Path(rater) / "calibration.json").is_file():
-        train_rater(rater_preset, rater, progress=progress)
-    res = user_study(model, load_rater(rater), test, n=1000 if preset != "tiny" else 40)
+    res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40)
     sections = [(f"Rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
     return res
@@ -324,16 +321,13 @@ def _study_table(s: dict) -> str:
 def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
     """Sec. 4.7: worlds A (identity/expression/lighting/pose) and B (age/gender/eyeglasses) are
     label-disjoint; batches alternate; L_dis on the cyclic schedule bridges them."""
-    from facefactors.experiments.rater import train_rater
-    from facefactors.train.rater import load_rater
+    from facefactors.experiments.rater import ensure_rater
 
     cfg = _config(preset, overrides, data__second_set="world_b", loss__dis_schedule="cyclic", loss__dis_every=1)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
     rater_preset, rater = _rater_dir(preset, rater)
-    if not (Path(rater) / "calibration.json").is_file():
-        train_rater(rater_preset, rater, progress=progress)
-    r = load_rater(rater)
+    r = ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress)
     res = {}
     g = torch.Generator().manual_seed(0)
     for att in ("expression", "age", "gender", "eyeglasses"):

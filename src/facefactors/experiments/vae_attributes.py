@@ -44,23 +44,13 @@ MODELS = ("vae", "beta2", "beta5")
 
 def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str, zoom: float = 1.0):
     """A trained rater: the one given, or one trained (once) at the VAE's image size and framing."""
-    from facefactors.train.rater import load_rater
-    from facefactors.utils.errors import UserError
+    from facefactors.experiments.rater import ensure_rater
 
-    path = Path(rater_dir) if rater_dir else root / "rater"
-    if not rater_dir and (not (path / "weights.safetensors").is_file() or not (path / "calibration.json").is_file()):
-        from facefactors.experiments.rater import train_rater
-
-        if preset == "tiny":
-            train_rater("tiny", path, [f"data.zoom={zoom}"])
-        else:  # quick32 is the quick rater shaped for 32x32 images
-            train_rater("quick32" if image_size == 32 else "quick", path, [f"model.image_size={image_size}", "trainer.threads=1", f"data.zoom={zoom}"])
-    rater = load_rater(path)
-    if rater.zoom != zoom:
-        # A rater judges faces framed as in its training set; at another zoom its calls are noise.
-        raise UserError(f"{path}: the rater was trained on world faces at zoom {rater.zoom}, the VAE's data has data.zoom={zoom}; "
-                        f"train one with `facefactors ufe rater --set data.zoom={zoom}` or leave out --rater")
-    return rater
+    path = rater_dir or root / "rater"  # a named folder without a trained rater gets one trained there
+    if preset == "tiny":
+        return ensure_rater(path, "tiny", zoom)
+    # quick32 is the quick rater shaped for 32x32 images
+    return ensure_rater(path, "quick32" if image_size == 32 else "quick", zoom, [f"model.image_size={image_size}", "trainer.threads=1"])
 
 
 def held_out_faces(cfg, n: int):

@@ -40,6 +40,7 @@ class UFEDataConfig:
     test_images_per_identity: int = 12
     yaw_domains: list[float] = field(default_factory=lambda: [0.0, 30.0])  # pose domains (sec. 4.1: 0 and 30 degrees)
     nir_probability: float = 0.3  # share of NIR-like camera images, mixed within batches
+    zoom: float = 1.0  # framing (WorldConfig.zoom): 1.5 keeps the central two thirds, the face bigger
     identities_per_batch: int = 8  # k of the k x m batches (positive identity pairs)
     images_per_batch_identity: int = 4  # m
     labelled: list[str] = field(default_factory=lambda: ["identity", "expression", "lighting", "pose"])  # world A labels

@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 
 from facefactors.data.batching import GroupedBatchSampler
 from facefactors.data.description import DatasetDescription
+from facefactors.utils.errors import UserError
 
 
 @dataclass
@@ -122,12 +123,16 @@ def class_balance(labels: np.ndarray) -> float:
 
 
 # --- world sets ---------------------------------------------------------------------------------
-def world_a_config(seed: int, image_size: int, yaw_domains, nir_probability: float):
-    """World A of the UFE experiments: pose classes are the yaw domains (0 and 30 degrees, as the
-    MultiPIE buckets of sec. 4.1), RGB and NIR cameras mixed."""
+def world_a_config(data, image_size: int):
+    """World A of the UFE experiments (``data``: a UFEDataConfig): pose classes are the yaw domains
+    (0 and 30 degrees, as the MultiPIE buckets of sec. 4.1), RGB and NIR cameras mixed."""
     from facefactors.world.config import WorldConfig
 
-    return WorldConfig(seed=seed, image_size=image_size, yaw_buckets=tuple(float(y) for y in yaw_domains), nir_probability=nir_probability)
+    try:
+        return WorldConfig(seed=data.world_seed, image_size=image_size, yaw_buckets=tuple(float(y) for y in data.yaw_domains),
+                           nir_probability=data.nir_probability, zoom=data.zoom)
+    except ValueError as e:
+        raise UserError(f"data.zoom: {e}") from None
 
 
 def render_world_set(
