@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from facefactors.experiments.vae import ReplaySampler, tradeoff
 from facefactors.experiments.vae_attributes import flipped, summarise
@@ -137,3 +138,37 @@ def test_attribute_experiment_refuses_a_rater_of_another_framing(tmp_path):
         get_rater(tmp_path, str(path), 32, "tiny", zoom=1.0)
     with pytest.raises(UserError, match="data.zoom"):
         face_world(0, 32, zoom=0.8)
+
+
+class PixelCodec(torch.nn.Module):
+    """A stand-in VAE whose code is the image itself (``exact``), or a constant the decoder ignores."""
+
+    def __init__(self, exact: bool):
+        super().__init__()
+        self.exact = exact
+
+    def encode(self, x):
+        code = x.flatten(1) if self.exact else torch.zeros(len(x), 4)
+        return code, torch.zeros_like(code)
+
+    def decode(self, z):
+        x = z.reshape(len(z), 3, 16, 16) if self.exact else torch.full((len(z), 3, 16, 16), 0.5)
+        return torch.logit(x.clamp(1e-4, 1 - 1e-4))
+
+
+@pytest.mark.parametrize("factor", ["expression", "eyeglasses"])
+def test_matched_pairs_measure_how_much_of_the_attribute_a_model_carries(factor):
+    """A model that reproduces its input carries all of the attribute's pixels, one that ignores
+    it none; the probe tells glasses from the pixels and is at chance on a constant code."""
+    from facefactors.experiments.vae_attributes import matched_pairs
+    from facefactors.train.vae import VAEConfig
+
+    cfg = VAEConfig()
+    cfg.model.image_size = 16
+    exact = matched_pairs(PixelCodec(True), cfg, factor, 0, 1, n=100)
+    blind = matched_pairs(PixelCodec(False), cfg, factor, 0, 1, n=100)
+    assert exact["reproduced"] == pytest.approx(1.0, abs=1e-3) and blind["reproduced"] == 0.0
+    assert blind["probe"] == 0.5
+    if factor == "eyeglasses":
+        assert exact["probe"] > 0.8
+    assert exact["pixels"] == blind["pixels"] > 0

@@ -65,6 +65,38 @@ def held_out_faces(cfg, n: int):
 
 
 @torch.no_grad()
+def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 200) -> dict:
+    """Does the VAE carry the attribute at all? ``n`` held-out faces rendered twice, without and
+    with it, everything else the same (the world's own intervention). Returns
+
+    * ``reproduced``: the share of the pair's pixel difference that the difference of the two
+      reconstructions (from the posterior means) reproduces, sum <r1 - r0, x1 - x0> / sum |x1 - x0|^2
+      (1 = drawn fully, 0 = not at all);
+    * ``probe``: held-out accuracy of a logistic regression telling the two renders apart from the
+      posterior means (first half of the pairs to fit, second half to test; chance 0.5);
+    * ``pixels``: the pair's mean sum of squared pixel differences (how big the attribute is).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from facefactors.train.vae_data import face_world
+
+    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
+    idx = torch.arange(n)
+    base = world.sample_params(idx, "test")
+    x = [world.render(base.replace(**world.draw_factor(factor, "test", idx, klass=torch.full((n,), k)))).image.clamp(0, 1) for k in (without, with_)]
+    mu = [model.encode(v)[0] for v in x]
+    r = [torch.sigmoid(model.decode(m)) for m in mu]
+    dx, dr = x[1] - x[0], r[1] - r[0]
+    codes = torch.cat(mu).numpy()
+    said = np.r_[np.zeros(n), np.ones(n)]
+    fit = np.r_[np.arange(n // 2), n + np.arange(n // 2)]
+    test = np.r_[np.arange(n // 2, n), n + np.arange(n // 2, n)]
+    probe = LogisticRegression(max_iter=5000).fit(codes[fit], said[fit])
+    return {"reproduced": float((dr * dx).sum() / (dx * dx).sum().clamp_min(1e-12)), "probe": float(probe.score(codes[test], said[test])),
+            "pixels": float((dx * dx).sum((1, 2, 3)).mean())}
+
+
+@torch.no_grad()
 def rate(rater, images: torch.Tensor, factor: str, cls: int) -> tuple[np.ndarray, torch.Tensor]:
     """(rater says class ``cls`` (N,) bool, identity embeddings (N, E)) at the rater's size."""
     size = rater.config.image_size
@@ -117,7 +149,7 @@ def attribute_experiment(
     rater = get_rater(root, rater_dir, cfg.model.image_size, preset, cfg.data.zoom).eval()
     pool, pool_labels = held_out_faces(cfg, 4 * num_faces)
     description = dataset.description
-    rows, vectors = [], {}
+    rows, vectors, carried = [], {}, {}
     for name in models:
         model, mcfg, _ = load_run(runs[name].path, "cpu")
         codes, labels, _, _ = encode_dataset(model, dataset, max_items=len(dataset))
@@ -126,6 +158,7 @@ def attribute_experiment(
             pos, neg = names.index(with_c), names.index(without_c)
             vec = attribute_vector(codes, description, factor, labels[factor], with_c, without_c)
             vectors[f"{name}/{factor}"] = vec.to_dict()
+            carried[f"{name}/{factor}"] = matched_pairs(model, mcfg, factor, neg, pos, n=min(200, num_faces))
             idx = torch.nonzero(pool_labels[factor] == neg).flatten()[:num_faces]
             x, ids = pool[idx], pool_labels["identity"][idx]
             # Another person for every face: the next face with a different identity.
@@ -166,9 +199,16 @@ def attribute_experiment(
         "(does the VAE draw it; compare with 'rater: has it' at alpha 0). 'turned from recon': among faces whose reconstruction the rater "
         "calls without it, the share the edit turns (the headline: it discounts the rater's false "
         "positives on VAE output).\n\n" + _table(rows, cols) + "\n"
-        + "".join(f"![{m} {f}]({m}_{f}_grid.png) " for m in models for f, _, _ in EDITS) + "\n"
+        + "".join(f"![{m} {f}]({m}_{f}_grid.png) " for m in models for f, _, _ in EDITS) + "\n\n"
+        "## Does the VAE carry the attribute? Matched pairs\n\n"
+        "Held-out faces rendered without and with the attribute, all else the same. 'reproduced': share of the pair's "
+        "pixel difference that the difference of their reconstructions reproduces; 'probe': held-out accuracy of a "
+        "logistic regression telling the two renders apart from the posterior means (chance 0.5); 'pixels': the pair's "
+        "sum of squared pixel differences.\n\n"
+        + _table([{"model/attribute": k, **v} for k, v in carried.items()],
+                 [("model/attribute", "model/attribute", ""), ("reproduced", "reproduced", ".3f"), ("probe", "probe", ".3f"), ("pixels", "pixels", ".2f")]) + "\n"
     )
     atomic_write_text(out / "report.md", report)
-    result = {"rows": rows, "vectors": vectors, "summary": summarise(rows)}
+    result = {"rows": rows, "vectors": vectors, "summary": summarise(rows), "matched_pairs": carried}
     atomic_write_json(out / "results.json", result)
     return result
