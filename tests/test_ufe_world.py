@@ -67,3 +67,11 @@ def test_world_a_takes_the_framing_of_the_data_config():
     assert world_a_config(UFEDataConfig(zoom=1.5), image_size=64).zoom == 1.5
     with pytest.raises(UserError, match="data.zoom"):
         world_a_config(UFEDataConfig(zoom=0.5), image_size=64)
+
+
+def test_user_study_rater_folder_is_per_framing():
+    from facefactors.experiments.ufe import _rater_dir
+
+    assert _rater_dir("quick", None) == ("quick", "runs/rater-quick")
+    assert _rater_dir("standard", None, 1.5) == ("quick", "runs/rater-quick-zoom1.5")
+    assert _rater_dir("tiny", "my/rater", 1.5) == ("tiny", "my/rater")

@@ -291,10 +291,11 @@ def exp_composites(preset: str, out: Path, overrides=(), progress: bool = True, 
     return res
 
 
-def _rater_dir(preset: str, rater: str | None) -> tuple[str, str]:
-    """(rater preset, rater run dir): the quick rater unless the experiment itself is tiny."""
+def _rater_dir(preset: str, rater: str | None, zoom: float = 1.0) -> tuple[str, str]:
+    """(rater preset, rater run dir): the quick rater unless the experiment itself is tiny, one
+    folder per framing (a rater judges only faces framed as its own)."""
     rp = "tiny" if preset == "tiny" else "quick"
-    return rp, rater or f"runs/rater-{rp}"
+    return rp, rater or f"runs/rater-{rp}" + (f"-zoom{zoom:g}" if zoom != 1.0 else "")
 
 
 def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
@@ -303,7 +304,7 @@ def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, 
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
-    rater_preset, rater = _rater_dir(preset, rater)
+    rater_preset, rater = _rater_dir(preset, rater, cfg.data.zoom)
     res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40)
     sections = [(f"Rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
@@ -326,7 +327,7 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
     cfg = _config(preset, overrides, data__second_set="world_b", loss__dis_schedule="cyclic", loss__dis_every=1)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
-    rater_preset, rater = _rater_dir(preset, rater)
+    rater_preset, rater = _rater_dir(preset, rater, cfg.data.zoom)
     r = ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress)
     res = {}
     g = torch.Generator().manual_seed(0)
