@@ -165,10 +165,27 @@ def test_matched_pairs_measure_how_much_of_the_attribute_a_model_carries(factor)
 
     cfg = VAEConfig()
     cfg.model.image_size = 16
-    exact = matched_pairs(PixelCodec(True), cfg, factor, 0, 1, n=100)
+    exact = matched_pairs(PixelCodec(True), cfg, factor, 0, 1, n=100, directions=torch.eye(3 * 16 * 16))
     blind = matched_pairs(PixelCodec(False), cfg, factor, 0, 1, n=100)
     assert exact["reproduced"] == pytest.approx(1.0, abs=1e-3) and blind["reproduced"] == 0.0
     assert blind["probe"] == 0.5
     if factor == "eyeglasses":
         assert exact["probe"] > 0.8
     assert exact["pixels"] == blind["pixels"] > 0
+    assert exact["linear"] == pytest.approx(1.0, abs=1e-4) and "linear" not in blind  # every direction spanned
+
+
+def test_principal_directions_are_the_top_orthonormal_directions():
+    from facefactors.experiments.vae_attributes import principal_directions
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.full((12,), 0.1)
+    scale[0], scale[10] = 5.0, 3.0  # two pixels spread widely, the rest barely
+    scale = scale.reshape(3, 2, 2)
+    images = 0.5 + torch.randn(500, 3, 2, 2, generator=g) * scale
+    v = principal_directions(images, 2)
+    assert v.shape == (2, 12)
+    torch.testing.assert_close(v @ v.T, torch.eye(2), atol=1e-5, rtol=0)
+    # the two widely spread pixels span the top two directions
+    top = scale.flatten().topk(2).indices
+    assert float(v[:, top].pow(2).sum()) == pytest.approx(2.0, abs=0.05)

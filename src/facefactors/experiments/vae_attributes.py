@@ -65,7 +65,16 @@ def held_out_faces(cfg, n: int):
 
 
 @torch.no_grad()
-def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 200) -> dict:
+def principal_directions(images: torch.Tensor, k: int) -> torch.Tensor:
+    """The top ``k`` principal directions (k, C*H*W) of images (N, C, H, W): the code of the best
+    linear autoencoder with k latents, a reference for what k numbers can carry."""
+    x = images.flatten(1).double()
+    _, _, v = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    return v[:k].float()
+
+
+@torch.no_grad()
+def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 200, directions: torch.Tensor | None = None) -> dict:
     """Does the VAE carry the attribute at all? ``n`` held-out faces rendered twice, without and
     with it, everything else the same (the world's own intervention). Returns
 
@@ -74,7 +83,10 @@ def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 20
       (1 = drawn fully, 0 = not at all);
     * ``probe``: held-out accuracy of a logistic regression telling the two renders apart from the
       posterior means (first half of the pairs to fit, second half to test; chance 0.5);
-    * ``pixels``: the pair's mean sum of squared pixel differences (how big the attribute is).
+    * ``pixels``: the pair's mean sum of squared pixel differences (how big the attribute is);
+    * ``linear``: with ``directions`` (k, C*H*W) orthonormal, e.g. :func:`principal_directions`
+      with k = the latent size, the share of the difference inside their span: what the best
+      linear autoencoder with k latents would reproduce.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -92,8 +104,18 @@ def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 20
     fit = np.r_[np.arange(n // 2), n + np.arange(n // 2)]
     test = np.r_[np.arange(n // 2, n), n + np.arange(n // 2, n)]
     probe = LogisticRegression(max_iter=5000).fit(codes[fit], said[fit])
-    return {"reproduced": float((dr * dx).sum() / (dx * dx).sum().clamp_min(1e-12)), "probe": float(probe.score(codes[test], said[test])),
-            "pixels": float((dx * dx).sum((1, 2, 3)).mean())}
+    energy = (dx * dx).sum().clamp_min(1e-12)
+    out = {"reproduced": float((dr * dx).sum() / energy), "probe": float(probe.score(codes[test], said[test])), "pixels": float((dx * dx).sum((1, 2, 3)).mean())}
+    if directions is not None:
+        out["linear"] = float((dx.flatten(1) @ directions.T).pow(2).sum() / energy)
+    return out
+
+
+def _first_images(dataset, n: int) -> torch.Tensor:
+    """The first ``n`` images of a VAE data set, (n, C, H, W) float in [0, 1]."""
+    from facefactors.data.collate import collate
+
+    return collate([dataset[i] for i in range(min(n, len(dataset)))])["image"]
 
 
 @torch.no_grad()
@@ -149,7 +171,7 @@ def attribute_experiment(
     rater = get_rater(root, rater_dir, cfg.model.image_size, preset, cfg.data.zoom).eval()
     pool, pool_labels = held_out_faces(cfg, 4 * num_faces)
     description = dataset.description
-    rows, vectors, carried = [], {}, {}
+    rows, vectors, carried, directions = [], {}, {}, {}
     for name in models:
         model, mcfg, _ = load_run(runs[name].path, "cpu")
         codes, labels, _, _ = encode_dataset(model, dataset, max_items=len(dataset))
@@ -158,7 +180,9 @@ def attribute_experiment(
             pos, neg = names.index(with_c), names.index(without_c)
             vec = attribute_vector(codes, description, factor, labels[factor], with_c, without_c)
             vectors[f"{name}/{factor}"] = vec.to_dict()
-            carried[f"{name}/{factor}"] = matched_pairs(model, mcfg, factor, neg, pos, n=min(200, num_faces))
+            if mcfg.model.latent_dim not in directions:
+                directions[mcfg.model.latent_dim] = principal_directions(_first_images(dataset, 4096), mcfg.model.latent_dim)
+            carried[f"{name}/{factor}"] = matched_pairs(model, mcfg, factor, neg, pos, min(200, num_faces), directions[mcfg.model.latent_dim])
             idx = torch.nonzero(pool_labels[factor] == neg).flatten()[:num_faces]
             x, ids = pool[idx], pool_labels["identity"][idx]
             # Another person for every face: the next face with a different identity.
@@ -204,9 +228,10 @@ def attribute_experiment(
         "Held-out faces rendered without and with the attribute, all else the same. 'reproduced': share of the pair's "
         "pixel difference that the difference of their reconstructions reproduces; 'probe': held-out accuracy of a "
         "logistic regression telling the two renders apart from the posterior means (chance 0.5); 'pixels': the pair's "
-        "sum of squared pixel differences.\n\n"
+        "sum of squared pixel differences; 'linear': the share inside the span of the training images' top principal "
+        "directions, as many as the VAE has latents (what the best linear autoencoder of that size would reproduce).\n\n"
         + _table([{"model/attribute": k, **v} for k, v in carried.items()],
-                 [("model/attribute", "model/attribute", ""), ("reproduced", "reproduced", ".3f"), ("probe", "probe", ".3f"), ("pixels", "pixels", ".2f")]) + "\n"
+                 [("model/attribute", "model/attribute", ""), ("reproduced", "reproduced", ".3f"), ("probe", "probe", ".3f"), ("pixels", "pixels", ".2f"), ("linear", "linear", ".3f")]) + "\n"
     )
     atomic_write_text(out / "report.md", report)
     result = {"rows": rows, "vectors": vectors, "summary": summarise(rows), "matched_pairs": carried}
