@@ -69,6 +69,7 @@ def test_train_traverse_attribute(trained, capsys):
         (["vae", "experiment", "pythae", "--variants", "vae"], "pythae compares one"),
         (["vae", "experiment", "tradeoff", "--alphas", "1,2"], "attributes experiment only"),
         (["vae", "experiment", "attributes", "--alphas", "1,x"], "comma-separated"),
+        (["vae", "train", "--preset", "tiny", "--set", "data.source=world", "--set", "data.zoom=0.5"], "set data.zoom to 1 or more"),
     ],
 )
 def test_errors_are_one_line(tmp_path, capsys, args, message):

@@ -24,7 +24,6 @@ from torch.utils.data import IterableDataset
 
 from facefactors.data.batching import GroupedBatchSampler
 from facefactors.data.description import DatasetDescription
-from facefactors.utils.errors import UserError
 
 
 @dataclass
@@ -128,11 +127,8 @@ def world_a_config(data, image_size: int):
     (0 and 30 degrees, as the MultiPIE buckets of sec. 4.1), RGB and NIR cameras mixed."""
     from facefactors.world.config import WorldConfig
 
-    try:
-        return WorldConfig(seed=data.world_seed, image_size=image_size, yaw_buckets=tuple(float(y) for y in data.yaw_domains),
-                           nir_probability=data.nir_probability, zoom=data.zoom)
-    except ValueError as e:
-        raise UserError(f"data.zoom: {e}") from None
+    return WorldConfig(seed=data.world_seed, image_size=image_size, yaw_buckets=tuple(float(y) for y in data.yaw_domains),
+                       nir_probability=data.nir_probability, zoom=data.zoom)
 
 
 def render_world_set(

@@ -138,10 +138,7 @@ def face_world(seed: int, image_size: int, zoom: float = 1.0):
         from facefactors.world import FaceWorld, WorldConfig
     except ImportError as e:  # the world package is built by another issue
         raise UserError(f"the face world is not available ({e}); use --set data.source=blobs or data.source=folder") from None
-    try:
-        return FaceWorld(WorldConfig(seed=seed, image_size=image_size, zoom=zoom))
-    except ValueError as e:
-        raise UserError(f"data.zoom: {e}") from None
+    return FaceWorld(WorldConfig(seed=seed, image_size=image_size, zoom=zoom))
 
 
 def load_world_images(n: int, image_size: int, seed: int = 0, split: str = "train", progress: bool = True, chunk: int = 256, zoom: float = 1.0):

@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """A data file is unreadable, malformed or inconsistent with its description."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value out of its range (the CLI's ``--set section.field=value``)."""

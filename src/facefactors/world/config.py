@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facefactors.utils.errors import ConfigError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -30,7 +32,7 @@ class WorldConfig:
 
     def __post_init__(self):
         if not self.zoom >= 1.0:
-            raise ValueError(f"WorldConfig.zoom={self.zoom} must be >= 1 (1 = the whole frame; 1.5 keeps its central two thirds)")
+            raise ConfigError(f"zoom={self.zoom}: the world's framing must be >= 1 (1 = the whole frame, 1.5 its central two thirds); set data.zoom to 1 or more")
 
     def framed_size(self, size: int) -> int:
         """Side of the render whose central ``size`` pixels are the image at this zoom; its margin
