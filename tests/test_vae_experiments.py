@@ -160,13 +160,12 @@ class PixelCodec(torch.nn.Module):
 def test_matched_pairs_measure_how_much_of_the_attribute_a_model_carries(factor):
     """A model that reproduces its input carries all of the attribute's pixels, one that ignores
     it none; the probe tells glasses from the pixels and is at chance on a constant code."""
-    from facefactors.experiments.vae_attributes import matched_pairs
-    from facefactors.train.vae import VAEConfig
+    from facefactors.experiments.vae_attributes import attribute_pairs, matched_pairs
+    from facefactors.train.vae_data import face_world
 
-    cfg = VAEConfig()
-    cfg.model.image_size = 16
-    exact = matched_pairs(PixelCodec(True), cfg, factor, 0, 1, n=100, directions=torch.eye(3 * 16 * 16))
-    blind = matched_pairs(PixelCodec(False), cfg, factor, 0, 1, n=100)
+    pairs = attribute_pairs(face_world(0, 16), factor, 0, 1, n=100)
+    exact = matched_pairs(PixelCodec(True), pairs, directions=torch.eye(3 * 16 * 16))
+    blind = matched_pairs(PixelCodec(False), pairs)
     assert exact["reproduced"] == pytest.approx(1.0, abs=1e-3) and blind["reproduced"] == 0.0
     assert blind["probe"] == 0.5
     if factor == "eyeglasses":

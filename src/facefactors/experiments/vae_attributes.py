@@ -35,6 +35,7 @@ from facefactors.edit.attribute_vectors import attribute_grid, attribute_vector,
 from facefactors.edit.traversal import encode_dataset, save_png
 from facefactors.experiments.vae import _table, train_variants, variant_config
 from facefactors.train.vae import load_run
+from facefactors.train.vae_data import face_world
 from facefactors.utils.io import atomic_write_json, atomic_write_text
 
 ALPHAS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)  # a curve: at alpha 2 small VAEs rarely turn a face yet
@@ -53,11 +54,8 @@ def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str, z
     return ensure_rater(path, "quick32" if image_size == 32 else "quick", zoom, [f"model.image_size={image_size}", "trainer.threads=1"])
 
 
-def held_out_faces(cfg, n: int):
+def held_out_faces(world, n: int):
     """(images (n, 3, S, S), labels) of test-split identities, never seen in training."""
-    from facefactors.train.vae_data import face_world
-
-    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
     batches = [world.sample(torch.arange(s, min(n, s + 256)), split="test") for s in range(0, n, 256)]
     images = torch.cat([b.image for b in batches]).clamp(0, 1)
     labels = {k: torch.cat([b.labels[k] for b in batches]) for k in batches[0].labels}
@@ -73,10 +71,18 @@ def principal_directions(images: torch.Tensor, k: int) -> torch.Tensor:
     return v[:k].float()
 
 
+def attribute_pairs(world, factor: str, without: int, with_: int, n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` held-out faces rendered twice, without and with class ``with_`` of ``factor``,
+    everything else the same (the world's own intervention): two (n, 3, S, S) batches."""
+    idx = torch.arange(n)
+    base = world.sample_params(idx, "test")
+    x0, x1 = (world.render(base.replace(**world.draw_factor(factor, "test", idx, klass=torch.full((n,), k)))).image.clamp(0, 1) for k in (without, with_))
+    return x0, x1
+
+
 @torch.no_grad()
-def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 200, directions: torch.Tensor | None = None) -> dict:
-    """Does the VAE carry the attribute at all? ``n`` held-out faces rendered twice, without and
-    with it, everything else the same (the world's own intervention). Returns
+def matched_pairs(model, pairs: tuple[torch.Tensor, torch.Tensor], directions: torch.Tensor | None = None) -> dict:
+    """Does the VAE carry the attribute at all? ``pairs`` from :func:`attribute_pairs`. Returns
 
     * ``reproduced``: the share of the pair's pixel difference that the difference of the two
       reconstructions (from the posterior means) reproduces, sum <r1 - r0, x1 - x0> / sum |x1 - x0|^2
@@ -90,12 +96,7 @@ def matched_pairs(model, cfg, factor: str, without: int, with_: int, n: int = 20
     """
     from sklearn.linear_model import LogisticRegression
 
-    from facefactors.train.vae_data import face_world
-
-    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
-    idx = torch.arange(n)
-    base = world.sample_params(idx, "test")
-    x = [world.render(base.replace(**world.draw_factor(factor, "test", idx, klass=torch.full((n,), k)))).image.clamp(0, 1) for k in (without, with_)]
+    x, n = pairs, len(pairs[0])
     mu = [model.encode(v)[0] for v in x]
     r = [torch.sigmoid(model.decode(m)) for m in mu]
     dx, dr = x[1] - x[0], r[1] - r[0]
@@ -169,9 +170,10 @@ def attribute_experiment(
     runs, dataset = train_variants(root, models, preset, overrides, return_dataset=True)
     cfg = variant_config(models[0], preset, overrides)
     rater = get_rater(root, rater_dir, cfg.model.image_size, preset, cfg.data.zoom).eval()
-    pool, pool_labels = held_out_faces(cfg, 4 * num_faces)
+    world = face_world(cfg.data.world_seed, cfg.model.image_size, cfg.data.zoom)
+    pool, pool_labels = held_out_faces(world, 4 * num_faces)
     description = dataset.description
-    rows, vectors, carried, directions = [], {}, {}, {}
+    rows, vectors, carried, directions, pairs = [], {}, {}, {}, {}
     for name in models:
         model, mcfg, _ = load_run(runs[name].path, "cpu")
         codes, labels, _, _ = encode_dataset(model, dataset, max_items=len(dataset))
@@ -182,7 +184,9 @@ def attribute_experiment(
             vectors[f"{name}/{factor}"] = vec.to_dict()
             if mcfg.model.latent_dim not in directions:
                 directions[mcfg.model.latent_dim] = principal_directions(_first_images(dataset, 4096), mcfg.model.latent_dim)
-            carried[f"{name}/{factor}"] = matched_pairs(model, mcfg, factor, neg, pos, min(200, num_faces), directions[mcfg.model.latent_dim])
+            if factor not in pairs:  # the same faces for every model
+                pairs[factor] = attribute_pairs(world, factor, neg, pos, min(200, num_faces))
+            carried[f"{name}/{factor}"] = matched_pairs(model, pairs[factor], directions[mcfg.model.latent_dim])
             idx = torch.nonzero(pool_labels[factor] == neg).flatten()[:num_faces]
             x, ids = pool[idx], pool_labels["identity"][idx]
             # Another person for every face: the next face with a different identity.
