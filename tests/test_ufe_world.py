@@ -75,3 +75,37 @@ def test_user_study_rater_folder_is_per_framing():
     assert _rater_dir("quick", None) == ("quick", "runs/rater-quick")
     assert _rater_dir("standard", None, 1.5) == ("quick", "runs/rater-quick-zoom1.5")
     assert _rater_dir("tiny", "my/rater", 1.5) == ("tiny", "my/rater")
+
+
+
+class _RecordingRater:
+    """Says "identity" when the two images differ anywhere, "none" when they are equal, and
+    keeps every pair it was shown."""
+
+    calibration = {"identity": 1.0, "expression": 1.0}
+
+    def __init__(self):
+        self.shown = []
+
+    def which_changed(self, before, after, calibration, candidates):
+        self.shown.append((before, after))
+        return ["none" if torch.equal(x, y) else "identity" for x, y in zip(before, after)]
+
+
+def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnostic_swaps_more():
+    from facefactors.experiments.ufe import user_study
+
+    torch.manual_seed(0)
+    _, data = small_set(n=3, m=4)
+    rater = _RecordingRater()
+    res = user_study(tiny_model().eval(), rater, data, n=40, controls=0.5)
+    assert set(res) == {"vs_input", "vs_reconstruction", "with_others", "n"}
+    controls = res["vs_reconstruction"]["per_attribute"]["none"]
+    assert controls["n"] > 5 and controls["accuracy"] == 1.0  # nothing swapped: exactly D(E(A))
+    swaps = res["vs_reconstruction"]["confusion"]
+    assert all(swaps[t]["none"] == 0 for t in ("identity", "expression"))  # every swap changes the decoded face
+    # Per chunk of 40: (A, composite), (D(E(A)), composite), (A, composite with B's "others").
+    (a, out), _, (a2, out_oth) = rater.shown
+    assert torch.equal(a, a2)
+    same = torch.tensor([torch.equal(x, y) for x, y in zip(out, out_oth)])
+    assert same.sum() == controls["n"]  # controls take nothing from B; every swap also takes "others"
