@@ -1,6 +1,7 @@
 """UFE on the face world: world-A sets, true composites, the shared features.npz format."""
 
 import numpy as np
+import pytest
 import torch
 
 from facefactors.experiments.ufe import sample_params_of, true_composite
@@ -60,8 +61,6 @@ def test_features_file_is_readable_by_the_metrics_loader(tmp_path):
 
 
 def test_world_a_takes_the_framing_of_the_data_config():
-    import pytest
-
     from facefactors.utils.errors import UserError
 
     assert world_a_config(UFEDataConfig(zoom=1.5), image_size=64).zoom == 1.5
@@ -83,9 +82,17 @@ class _RecordingRater:
     keeps every pair it was shown."""
 
     calibration = {"identity": 1.0, "expression": 1.0}
+    factors = ("expression",)
 
     def __init__(self):
         self.shown = []
+
+    def predict(self, image):  # class 1 where the image is brighter than 0.5 on average
+        bright = (image.mean((1, 2, 3)) > 0.5).long()
+        return {"expression": torch.nn.functional.one_hot(bright, 2).float()}
+
+    def embed_identity(self, image):
+        return torch.nn.functional.normalize(image.flatten(1), dim=1)
 
     def which_changed(self, before, after, calibration, candidates):
         self.shown.append((before, after))
@@ -99,7 +106,7 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     _, data = small_set(n=3, m=4)
     rater = _RecordingRater()
     res = user_study(tiny_model().eval(), rater, data, n=40, controls=0.5)
-    assert set(res) == {"vs_input", "vs_reconstruction", "with_others", "n"}
+    assert set(res) == {"vs_input", "vs_reconstruction", "with_others", "decoder_fidelity", "n"}
     controls = res["vs_reconstruction"]["per_attribute"]["none"]
     assert controls["n"] > 5 and controls["accuracy"] == 1.0  # nothing swapped: exactly D(E(A))
     swaps = res["vs_reconstruction"]["confusion"]
@@ -109,3 +116,8 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     assert torch.equal(a, a2)
     same = torch.tensor([torch.equal(x, y) for x, y in zip(out, out_oth)])
     assert same.sum() == controls["n"]  # controls take nothing from B; every swap also takes "others"
+    # The decoder's fidelity: the toy rater's class of A read again on D(E(A)), and the cosine.
+    rec = rater.shown[1][0]
+    agree = (rater.predict(a)["expression"].argmax(1) == rater.predict(rec)["expression"].argmax(1)).float().mean()
+    cosine = (rater.embed_identity(a) * rater.embed_identity(rec)).sum(-1).mean()
+    assert res["decoder_fidelity"] == pytest.approx({"expression": float(agree), "identity": float(cosine)})

@@ -168,9 +168,12 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
     the decoded composite against the input A (the paper's input-output pair), and against the
     reconstruction D(E(A)) (which cancels what the decoder itself changes).
 
-    A diagnostic, not the paper's procedure (``with_others``): the same swaps with B's "others"
-    feature taken along, rated against the input. Where it scores higher than the plain swap,
-    A's "others" still carries the swapped attribute and holds it in the composite."""
+    Two diagnostics, not the paper's procedure. ``with_others``: the same swaps with B's
+    "others" feature taken along, rated against the input; where it scores higher than the
+    plain swap, A's "others" still carries the swapped attribute and holds it in the
+    composite. ``decoder_fidelity``: how much of each attribute the decoder draws at all, as
+    the share of inputs whose class the rater reads again on D(E(A)) (identity: the mean
+    cosine of the rater's embeddings of A and D(E(A))); a swap cannot show more than this."""
     g = torch.Generator().manual_seed(seed)
     attrs = [a for a in SWAPPABLE if a in model.feature_names]
     calib = getattr(rater, "calibration", {}) or {}
@@ -178,6 +181,7 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
         raise UserError("the rater has no calibration.json for these attributes; retrain it with `facefactors ufe rater`")
     truth: list[str] = []
     said: dict[str, list[str]] = {"vs_input": [], "vs_reconstruction": [], "with_others": []}
+    kept: dict[str, list[torch.Tensor]] = {}
     for s in range(0, n, 100):
         k = min(100, n - s)
         ia = torch.randint(0, len(test), (k,), generator=g)
@@ -202,7 +206,23 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
         said["vs_input"] += rater.which_changed(a, out, calib, attrs)
         said["vs_reconstruction"] += rater.which_changed(rec, out, calib, attrs)
         said["with_others"] += rater.which_changed(a, out_oth, calib, attrs)
-    return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "n": n}
+        for name, same in _rater_agreement(rater, a, rec, attrs).items():
+            kept.setdefault(name, []).append(same)
+    fidelity = {name: float(torch.cat(v).float().mean()) for name, v in kept.items()}
+    return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "decoder_fidelity": fidelity, "n": n}
+
+
+def _rater_agreement(rater, image: torch.Tensor, decoded: torch.Tensor, attrs: list[str]) -> dict[str, torch.Tensor]:
+    """Per attribute (B,): the rater's class on ``decoded`` equals its class on ``image``;
+    identity: the cosine of the two rater embeddings."""
+    out = {}
+    factors = [f for f in attrs if f in getattr(rater, "factors", ())]
+    if factors:
+        p_img, p_dec = rater.predict(image), rater.predict(decoded)
+        out = {f: p_img[f].argmax(1) == p_dec[f].argmax(1) for f in factors}
+    if "identity" in attrs and hasattr(rater, "embed_identity"):
+        out["identity"] = (rater.embed_identity(image) * rater.embed_identity(decoded)).sum(-1)
+    return out
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -311,6 +331,8 @@ def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, 
     res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40)
     sections = [(f"Rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     sections.append(('Diagnostic (not the paper\'s procedure): the same swaps with B\'s "others" taken along, vs input', _study_table(res["with_others"])))
+    fidelity = "\n".join(f"| {k} | {v:.3f} |" for k, v in res["decoder_fidelity"].items())
+    sections.append(("Diagnostic: how much of each attribute the decoder draws", "| attribute | rater reads the input's class again on D(E(A)) (identity: embedding cosine) |\n|---|---|\n" + fidelity))
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
     return res
 
