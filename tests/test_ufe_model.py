@@ -62,3 +62,27 @@ def test_mix_features_by_name_and_by_mask():
     assert m["expression"].eq(1).all() and m["identity"].eq(0).all() and m[OTHERS].eq(0).all()
     m = mix_features(a, b, {"identity": torch.tensor([True, False, True])})
     assert m["identity"][:, 0].tolist() == [1.0, 0.0, 1.0] and m["expression"].eq(0).all()
+
+
+def test_feature_norm_keeps_the_sigmoid_out_of_saturation():
+    torch.manual_seed(0)
+    cfg = UFEConfig(image_size=32, feature_dim=16, encoder_channels=[8, 8, 8], decoder_channel_base=64, decoder_channel_max=8)
+    plain, normed = UFE(description(), cfg), UFE(description(), UFEConfig(**{**cfg.__dict__, "feature_norm": True}))
+    assert not any("feature_norms" in k for k in plain.state_dict())  # off: the parameter names of older runs
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.rand(64, 3, 32, 32)
+    for model in (plain, normed):  # dense layers scaled up as the heads drive them in training
+        with torch.no_grad():
+            for p in model.encoder.projections.values():
+                p.weight.mul_(50)
+    f_plain, f_norm = plain.train().encode(x)["identity"], normed.train().encode(x)["identity"]
+    saturated = lambda f: ((f < 0.02) | (f > 0.98)).float().mean()
+    assert saturated(f_plain) > 0.5 and saturated(f_norm) < 0.01
+    # Per coordinate, the pre-sigmoid values are standardised over the batch: logit(f) ~ N(0, 1).
+    z = torch.logit(f_norm)
+    assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-4) and torch.allclose(z.std(0, unbiased=False), torch.ones(16), atol=1e-2)
+    # The gradient reaches the dense layer through the unsaturated sigmoid.
+    f_norm.sum().backward()
+    assert normed.encoder.projections["identity"].weight.grad.abs().sum() > 0
+    normed.eval()  # inference uses the running statistics: one image alone is encoded
+    assert normed.encode(x[:1])["identity"].shape == (1, 16)

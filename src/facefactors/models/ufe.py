@@ -50,6 +50,7 @@ class UFEConfig:
     decoder_input_from_style: bool = False  # D's 4x4 input also a dense projection of the style (not in the paper; see StyleSynthesis)
     attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
     cross_heads: bool = False  # adversarial heads feature x -> label y != x (not in the paper; see UFE.classify_cross)
+    feature_norm: bool = False  # batch-normalise each subspace's pre-sigmoid values (not in the paper; see UFEEncoder)
 
 
 def cross_key(x: str, y: str) -> str:
@@ -82,6 +83,7 @@ class UFEEncoder(nn.Module):
         image_size: int,  # input side
         channels: list[int],  # output widths of the residual down blocks
         feature_dim: int,  # size of every subspace
+        feature_norm: bool = False,  # non-affine BatchNorm between each dense layer and its sigmoid
     ):
         super().__init__()
         self.trunk = ResidualEncoder(image_size, channels)
@@ -92,13 +94,25 @@ class UFEEncoder(nn.Module):
         self.norm = nn.BatchNorm1d(self.trunk.out_dim, affine=False)
         self.names = [*attributes, OTHERS]
         self.projections = nn.ModuleDict({n: nn.Linear(self.trunk.out_dim, feature_dim) for n in self.names})
+        # With feature_norm, each coordinate's pre-sigmoid value has zero mean and unit variance
+        # over the batch, so the sigmoid cannot saturate. Without it, the heads drive the dense
+        # layers until 70-97% of feature values lie within 0.02 of 0 or 1 (measured at the
+        # standard preset): the features become bit codes whose sigmoid passes almost no
+        # gradient, so L_con can no longer tighten a cluster and the reversed gradients of
+        # L_oth / L_x can no longer remove what a subspace should not hold.
+        self.feature_norms = (
+            nn.ModuleDict({n: nn.BatchNorm1d(feature_dim, affine=False) for n in self.names}) if feature_norm else None
+        )
         self.feature_dim = feature_dim
         self.image_size = image_size
 
     def forward(self, image: torch.Tensor) -> Features:
         check_shape(image, (None, 3, self.image_size, self.image_size), "UFE input image")
         h = self.norm(self.trunk(image * 2 - 1))  # (B, C * h * w); images centred to [-1, 1]
-        return {n: torch.sigmoid(self.projections[n](h)) for n in self.names}  # each (B, D)
+        z = {n: self.projections[n](h) for n in self.names}  # pre-sigmoid, each (B, D)
+        if self.feature_norms is not None:
+            z = {n: self.feature_norms[n](v) for n, v in z.items()}
+        return {n: torch.sigmoid(v) for n, v in z.items()}  # each (B, D)
 
 
 class UFE(nn.Module):
@@ -115,7 +129,7 @@ class UFE(nn.Module):
         self.description = description
         self.attributes = attributes_from_description(description, cfg.attributes)
         self.num_classes = {a: description[a].num_classes for a in self.attributes}
-        self.encoder = UFEEncoder(self.attributes, cfg.image_size, list(cfg.encoder_channels), cfg.feature_dim)
+        self.encoder = UFEEncoder(self.attributes, cfg.image_size, list(cfg.encoder_channels), cfg.feature_dim, cfg.feature_norm)
         self.heads = nn.ModuleDict(
             {a: ClassifierHead(cfg.feature_dim, n, cfg.head_hidden, cfg.head_layers) for a, n in self.num_classes.items()}
         )
