@@ -13,6 +13,8 @@ def test_tiny_demo_writes_report_and_the_runs_features(tmp_path):
     assert (root / "report.md").is_file() and (root / "metrics.json").is_file()
     assert (root / "ufe" / "features.npz").is_file()  # what `facefactors evaluate runs/demo/ufe` reads
     assert (root / "features.npz").read_bytes() == (root / "ufe" / "features.npz").read_bytes()
+    text = (root / "report.md").read_text()
+    assert "composite vs input" in text and "how much of each attribute the decoder draws" in text
 
 
 def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp_path, monkeypatch):

@@ -69,8 +69,7 @@ def demo(out: str = "runs/demo", preset: str = "quick") -> None:
         ("Composites vs the true composite rendered by the world", "\n".join(rows)),
         ("Composite grid (Fig. 4: identity / expression / lighting sources, composite, reposed to 30 deg)", "![grid](composites_grid.png)"),
         ("Swaps (rows: A, B, A with B's identity / expression / lighting / pose)", "![swaps](swaps.png)"),
-        ("Automated user study: composite vs input", X._study_table(study["vs_input"])),
-        ("Automated user study: composite vs reconstruction", X._study_table(study["vs_reconstruction"])),
+        *X.study_sections(study),
         ("Timings (seconds)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
         ("Next", f"- `facefactors evaluate {root / 'ufe'}` for the full metric suite\n- `facefactors ufe predict {root / 'ufe'} IMAGE...`\n- `facefactors ufe experiment NAME` for the six experiments of the paper"),
     ]

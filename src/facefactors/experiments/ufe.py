@@ -329,12 +329,19 @@ def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, 
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
     rater_preset, rater = _rater_dir(preset, rater, cfg.data.zoom)
     res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40)
-    sections = [(f"Rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
-    sections.append(('Diagnostic (not the paper\'s procedure): the same swaps with B\'s "others" taken along, vs input', _study_table(res["with_others"])))
-    fidelity = "\n".join(f"| {k} | {v:.3f} |" for k, v in res["decoder_fidelity"].items())
-    sections.append(("Diagnostic: how much of each attribute the decoder draws", "| attribute | rater reads the input's class again on D(E(A)) (identity: embedding cosine) |\n|---|---|\n" + fidelity))
+    sections = study_sections(res)
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
     return res
+
+
+def study_sections(res: dict) -> list[tuple[str, str]]:
+    """Report sections of :func:`user_study`: the two ratings, then the two diagnostics."""
+    sections = [(f"Automated user study: rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
+    sections.append(('Diagnostic (not the paper\'s procedure): the same swaps with B\'s "others" taken along, vs input', _study_table(res["with_others"])))
+    fidelity = "\n".join(f"| {k} | {v:.3f} |" for k, v in res["decoder_fidelity"].items())
+    head = "| attribute | rater reads the input's class again on D(E(A)) (identity: embedding cosine) |\n|---|---|\n"
+    sections.append(("Diagnostic: how much of each attribute the decoder draws (a swap cannot show more)", head + fidelity))
+    return sections
 
 
 def _study_table(s: dict) -> str:
