@@ -166,3 +166,11 @@ def test_balanced_verification_is_chance_for_a_useless_embedding_and_one_for_a_p
     assert verification_balanced(np.zeros(100), same) == pytest.approx(0.5)  # plain accuracy would be 0.97
     assert verification_balanced(np.where(same, 0.9, 0.1), same) == pytest.approx(1.0)
     assert np.isnan(verification_balanced(np.zeros(3), np.zeros(3, bool)))
+
+
+def test_read_gives_what_predict_and_embed_identity_give_in_one_pass():
+    r = tiny().eval()
+    x = torch.rand(3, 3, 32, 32)
+    probs, emb = r.read(x)
+    assert set(probs) == {"expression", "pose"} and all(torch.allclose(probs[k], v) for k, v in r.predict(x).items())
+    assert torch.allclose(emb, r.embed_identity(x))

@@ -85,9 +85,10 @@ def rater_accuracy(model: Rater, data: FaceTensorSet, batch_size: int = 128) -> 
     embs = []
     for s in range(0, len(data), batch_size):
         b = data.batch(range(s, min(len(data), s + batch_size)))
-        for k, v in model.predict(b["image"]).items():
+        p, e = model.read(b["image"])
+        for k, v in p.items():
             probs.setdefault(k, []).append(v)
-        embs.append(model.embed_identity(b["image"]))
+        embs.append(e)
     out = {}
     for k, v in probs.items():
         y = data.labels[k]

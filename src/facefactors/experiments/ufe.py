@@ -28,6 +28,7 @@ from facefactors.edit.composite import (
 )
 from facefactors.experiments import ufe_eval as ev
 from facefactors.experiments.rater import study_summary, write_json
+from facefactors.models.rater import Reading, most_changed
 from facefactors.models.ufe import OTHERS, UFE, mix_features
 from facefactors.train.common import RunDir
 from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
@@ -203,25 +204,23 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
             rec = model.decode(fa, "const").clamp(0, 1)
             out = model.decode(mix_features(fa, fb, {nme: swapped[nme] for nme in attrs}), "const").clamp(0, 1)
             out_oth = model.decode(mix_features(fa, fb, swapped), "const").clamp(0, 1)
-        said["vs_input"] += rater.which_changed(a, out, calib, attrs)
-        said["vs_reconstruction"] += rater.which_changed(rec, out, calib, attrs)
-        said["with_others"] += rater.which_changed(a, out_oth, calib, attrs)
-        for name, same in _rater_agreement(rater, a, rec, attrs).items():
+        read_a, read_rec, read_out, read_oth = (rater.read(x) for x in (a, rec, out, out_oth))  # each image read once
+        said["vs_input"] += most_changed(rater.scores_between(read_a, read_out), calib, attrs)
+        said["vs_reconstruction"] += most_changed(rater.scores_between(read_rec, read_out), calib, attrs)
+        said["with_others"] += most_changed(rater.scores_between(read_a, read_oth), calib, attrs)
+        for name, same in _agreement(read_a, read_rec, attrs).items():
             kept.setdefault(name, []).append(same)
     fidelity = {name: float(torch.cat(v).float().mean()) for name, v in kept.items()}
     return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "decoder_fidelity": fidelity, "n": n}
 
 
-def _rater_agreement(rater, image: torch.Tensor, decoded: torch.Tensor, attrs: list[str]) -> dict[str, torch.Tensor]:
-    """Per attribute (B,): the rater's class on ``decoded`` equals its class on ``image``;
+def _agreement(image: Reading, decoded: Reading, attrs: list[str]) -> dict[str, torch.Tensor]:
+    """Per attribute (B,): the rater's class on the decoded image equals its class on the image;
     identity: the cosine of the two rater embeddings."""
-    out = {}
-    factors = [f for f in attrs if f in getattr(rater, "factors", ())]
-    if factors:
-        p_img, p_dec = rater.predict(image), rater.predict(decoded)
-        out = {f: p_img[f].argmax(1) == p_dec[f].argmax(1) for f in factors}
-    if "identity" in attrs and hasattr(rater, "embed_identity"):
-        out["identity"] = (rater.embed_identity(image) * rater.embed_identity(decoded)).sum(-1)
+    (p_img, e_img), (p_dec, e_dec) = image, decoded
+    out = {f: p_img[f].argmax(1) == p_dec[f].argmax(1) for f in attrs if f in p_img}
+    if "identity" in attrs:
+        out["identity"] = (e_img * e_dec).sum(-1)
     return out
 
 
@@ -373,7 +372,7 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
         a, b = test.batch(ia)["image"], test.batch(ib)["image"]
         out_img = composite(model, a, b, [att])
         rec = reconstruct(model, a)
-        pa, po = r.predict(rec), r.predict(out_img)
+        (pa, ea), (po, eo) = r.read(rec), r.read(out_img)
         differs = test.labels[att][ia] != test.labels[att][ib]
         nan = torch.tensor(float("nan"))
         moved = (po[att].argmax(1) == test.labels[att][ib])[differs].float().mean() if differs.any() else nan
@@ -383,7 +382,7 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
         floor = (pa[att].argmax(1) == test.labels[att][ib])[differs].float().mean() if differs.any() else nan
         readable = (pa[att].argmax(1) == test.labels[att][ia]).float().mean()
         kept = {o: float((pa[o].argmax(1) == po[o].argmax(1)).float().mean()) for o in r.factors if o != att and o in ("expression", "age", "gender", "eyeglasses", "lighting", "pose")}
-        ident = float((r.embed_identity(rec) * r.embed_identity(out_img)).sum(-1).mean())
+        ident = float((ea * eo).sum(-1).mean())
         res[att] = {"transferred": float(moved), "transferred_floor": float(floor), "recon_readable": float(readable), "others_unchanged": kept, "identity_cosine": ident}
         save_grid(torch.stack([a[:8], b[:8], out_img[:8]], 0), out / f"transfer_{att}.png")
     rows = [

@@ -87,13 +87,26 @@ class Rater(nn.Module):
         return self.forward(image)[1]
 
     @torch.no_grad()
-    def change_scores(self, before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
-        """How much each attribute changed from ``before`` to ``after`` (B,) each, in [0, 1]."""
-        pa, ea = self.forward(before)
-        pb, eb = self.forward(after)
-        out = {n: 0.5 * (pa[n].softmax(-1) - pb[n].softmax(-1)).abs().sum(-1) for n in self.factors}
+    def read(self, image: torch.Tensor) -> Reading:
+        """Class probabilities {factor: (B, C)} and unit identity embeddings (B, E) from one
+        forward pass: what :meth:`scores_between` compares, so that an image judged against
+        several others is read once."""
+        logits, embedding = self.forward(image)
+        return {n: z.softmax(-1) for n, z in logits.items()}, embedding
+
+    @staticmethod
+    def scores_between(before: Reading, after: Reading) -> dict[str, torch.Tensor]:
+        """How much each attribute changed between two readings, (B,) each in [0, 1]: total
+        variation between the class distributions; identity (1 - cosine) / 2."""
+        (pa, ea), (pb, eb) = before, after
+        out = {n: 0.5 * (pa[n] - pb[n]).abs().sum(-1) for n in pa}
         out[IDENTITY] = (1 - (ea * eb).sum(-1)) / 2
         return out
+
+    @torch.no_grad()
+    def change_scores(self, before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
+        """How much each attribute changed from image ``before`` to image ``after`` (B,) each, in [0, 1]."""
+        return self.scores_between(self.read(before), self.read(after))
 
     @torch.no_grad()
     def which_changed(
@@ -104,11 +117,18 @@ class Rater(nn.Module):
         candidates: list[str] | None = None,
         threshold: float = 0.5,
     ) -> list[str]:
-        """Per pair, the attribute that changed most relative to ``calibration[attribute]`` (the
-        mean score of real pairs differing in it), or ``"none"`` if no ratio reaches ``threshold``."""
-        scores = self.change_scores(before, after)
-        names = candidates or [n for n in scores if n in calibration]
-        ratio = torch.stack([scores[n] / max(calibration[n], 1e-6) for n in names], 1)  # (B, K)
-        best = ratio.argmax(1)
-        top = ratio.max(1).values
-        return [names[int(b)] if float(t) >= threshold else NO_CHANGE for b, t in zip(best, top)]
+        """Per image pair, :func:`most_changed` of their :meth:`change_scores`."""
+        return most_changed(self.change_scores(before, after), calibration, candidates, threshold)
+
+
+Reading = tuple[dict[str, torch.Tensor], torch.Tensor]  # (class probabilities per factor, identity embedding)
+
+
+def most_changed(scores: dict[str, torch.Tensor], calibration: dict[str, float], candidates: list[str] | None = None, threshold: float = 0.5) -> list[str]:
+    """Per pair, the attribute that changed most relative to ``calibration[attribute]`` (the mean
+    score of real pairs differing in it), or ``"none"`` if no ratio reaches ``threshold``."""
+    names = candidates or [n for n in scores if n in calibration]
+    ratio = torch.stack([scores[n] / max(calibration[n], 1e-6) for n in names], 1)  # (B, K)
+    best = ratio.argmax(1)
+    top = ratio.max(1).values
+    return [names[int(b)] if float(t) >= threshold else NO_CHANGE for b, t in zip(best, top)]
