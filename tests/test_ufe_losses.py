@@ -305,3 +305,91 @@ def test_cross_heads_reverse_the_gradient_into_the_features():
     assert "cross" in terms
     expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"] + 0.5 * terms["cross"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_pre_sigmoid_features_and_saturation_loss():
+    from facefactors.train.ufe_losses import saturated_share, saturation_loss
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    image = torch.rand(4, 3, 32, 32)
+    z = model.encode_pre_sigmoid(image)
+    f = model.encode(image)
+    assert set(z) == set(model.feature_names)
+    for n in model.feature_names:
+        assert torch.allclose(torch.sigmoid(z[n]), f[n], atol=1e-6), n
+    # Hand values: the mean over subspaces of each subspace's mean square.
+    hand = {"a": torch.tensor([[1.0, -3.0]]), "b": torch.tensor([[2.0, 0.0], [0.0, 0.0]])}
+    assert saturation_loss(hand).item() == pytest.approx(((1 + 9) / 2 + 4 / 4) / 2)
+    assert saturated_share({"a": torch.tensor([[5.0, -4.5, 3.9, 0.0]])}) == pytest.approx(0.5)
+    # Its gradient pulls every value toward 0, the steep middle of the sigmoid.
+    v = torch.tensor([[6.0, -6.0, 0.5]], requires_grad=True)
+    saturation_loss({"a": v}).backward()
+    assert (v.grad * v.detach() > 0).all()
+
+
+def test_unbiased_hsic_matches_the_u_statistic():
+    import itertools
+
+    from facefactors.train.ufe_losses import hsic_unbiased
+
+    torch.manual_seed(0)
+    n = 7
+    f = torch.randn(n, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 2, 1, 1, 0])
+    K, L = f @ f.T, (y[:, None] == y[None, :]).double()
+    # Song et al. 2012: the mean over ordered distinct (i, j, q, r) of k_ij l_ij + k_ij l_qr - 2 k_ij l_iq.
+    reference = torch.stack([K[i, j] * L[i, j] + K[i, j] * L[q, r] - 2 * K[i, j] * L[i, q] for i, j, q, r in itertools.permutations(range(n), 4)]).mean()
+    assert hsic_unbiased(K, L).item() == pytest.approx(reference.item(), rel=1e-10)
+
+
+def test_dependence_is_zero_for_independent_one_for_the_label_and_masks_missing():
+    from facefactors.train.ufe_losses import dependence
+
+    g = torch.Generator().manual_seed(0)
+    # Independent features and labels: about 0 on average (unbiased), not the 1/n offset of a biased estimate.
+    values = [dependence(torch.rand(32, 128, generator=g), torch.randint(0, 8, (32,), generator=g)).item() for _ in range(200)]
+    assert abs(sum(values) / len(values)) < 0.01
+    y = torch.randint(0, 8, (32,), generator=g)
+    onehot = torch.nn.functional.one_hot(y, 8).float()
+    assert dependence(onehot, y).item() == pytest.approx(1.0, abs=1e-5)
+    # Scale-free; a label mixed with noise lies in between.
+    assert dependence(onehot * 7.0, y).item() == pytest.approx(1.0, abs=1e-5)
+    mixed = dependence(torch.cat([onehot, 0.3 * torch.rand(32, 64, generator=g)], 1), y).item()
+    assert 0.2 < mixed < 0.99
+    # Samples with label -1 are left out: the same as computing on the labelled ones only.
+    f = torch.rand(10, 5, generator=g)
+    lab = torch.tensor([0, 1, -1, 2, 0, -1, 1, 2, 0, 1])
+    ok = lab >= 0
+    assert dependence(f, lab).item() == pytest.approx(dependence(f[ok], lab[ok]).item(), rel=1e-6)
+    # Too few labelled samples, or a single class: no term.
+    assert dependence(f, torch.tensor([0, 1, 2, -1, -1, -1, -1, -1, -1, -1])) is None
+    assert dependence(f, torch.zeros(10, dtype=torch.long)) is None
+
+
+def test_independence_loss_pairs_and_gradient():
+    from facefactors.train.ufe_losses import dependence, independence_loss
+
+    g = torch.Generator().manual_seed(1)
+    ident = torch.randint(0, 4, (16,), generator=g)
+    expr = torch.randint(0, 3, (16,), generator=g)
+    leaky = torch.cat([torch.nn.functional.one_hot(ident, 4).float(), torch.rand(16, 4, generator=g)], 1).requires_grad_(True)
+    feats = {"identity": torch.rand(16, 8, generator=g), "expression": leaky}
+    labels = {"identity": ident, "expression": expr}
+    loss = independence_loss(feats, labels)
+    # Two pairs: identity read from the expression feature, expression from the identity feature.
+    pairs = [dependence(leaky, ident).clamp(min=0), dependence(feats["identity"], expr).clamp(min=0)]
+    assert loss.item() == pytest.approx(torch.stack(pairs).mean().item(), rel=1e-6)
+    assert pairs[0].item() > 0.3
+    # A step against the gradient makes the leaky feature less dependent on identity.
+    loss.backward()
+    with torch.no_grad():
+        assert dependence(leaky - 0.5 * leaky.grad, ident) < dependence(leaky, ident)
+    # In eq. 6 with a weight; the saturation term likewise.
+    model = tiny_model()
+    image = torch.rand(6, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 0, 1, 1, 2, 2]), "expression": torch.tensor([0, 1, 0, 1, 1, 0])}
+    total, terms = ufe_losses(model, image, labels, UFELossConfig(independence=2.0, saturation=0.5), 0.0)
+    assert {"ind", "sat"} <= set(terms)
+    expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"] + 2.0 * terms["ind"] + 0.5 * terms["sat"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)

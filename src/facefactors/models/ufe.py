@@ -106,13 +106,17 @@ class UFEEncoder(nn.Module):
         self.feature_dim = feature_dim
         self.image_size = image_size
 
-    def forward(self, image: torch.Tensor) -> Features:
+    def pre_sigmoid(self, image: torch.Tensor) -> Features:
+        """The values the sigmoid of each subspace receives, each (B, D) (read by L_sat)."""
         check_shape(image, (None, 3, self.image_size, self.image_size), "UFE input image")
         h = self.norm(self.trunk(image * 2 - 1))  # (B, C * h * w); images centred to [-1, 1]
-        z = {n: self.projections[n](h) for n in self.names}  # pre-sigmoid, each (B, D)
+        z = {n: self.projections[n](h) for n in self.names}
         if self.feature_norms is not None:
             z = {n: self.feature_norms[n](v) for n, v in z.items()}
-        return {n: torch.sigmoid(v) for n, v in z.items()}  # each (B, D)
+        return z
+
+    def forward(self, image: torch.Tensor) -> Features:
+        return {n: torch.sigmoid(v) for n, v in self.pre_sigmoid(image).items()}  # each (B, D)
 
 
 class UFE(nn.Module):
@@ -156,6 +160,10 @@ class UFE(nn.Module):
     # --- the three mappings of Fig. 1 ------------------------------------------------------
     def encode(self, image: torch.Tensor) -> Features:
         return self.encoder(image)  # {name: (B, D)}
+
+    def encode_pre_sigmoid(self, image: torch.Tensor) -> Features:
+        """E before its sigmoids: ``encode(image)`` is the sigmoid of this."""
+        return self.encoder.pre_sigmoid(image)  # {name: (B, D)}
 
     def classify(self, features: Features) -> dict[str, torch.Tensor]:
         """ph_ak(f_ak): class logits per attribute."""

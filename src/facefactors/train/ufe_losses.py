@@ -9,7 +9,9 @@ the attributes it labels; an attribute with no valid label in the batch contribu
 Departures from the paper, each a switch whose default is the paper's form (docs/design-notes.md):
 ``con_balanced`` / ``con_normalize`` calibrate eq. 2 to 128-D sigmoid features (see
 :func:`contrastive_loss`); ``cross`` adds L_x, eq. 4 applied between the labelled subspaces
-(see :func:`cross_loss`).
+(see :func:`cross_loss`); ``saturation`` adds L_sat, which keeps the features off the flat ends
+of their sigmoids (see :func:`saturation_loss`); ``independence`` adds L_ind, an unbiased HSIC
+between each subspace and the labels it should not hold (see :func:`independence_loss`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,80 @@ def cross_loss(cross_logits: dict[str, dict[str, torch.Tensor]], labels: dict[st
     return total if total is not None else torch.zeros(())
 
 
+def saturation_loss(pre_sigmoid: Features) -> torch.Tensor:
+    """L_sat (not in the paper): the mean square of the values entering the subspace sigmoids.
+
+    Without it the heads push 70-97% of feature values to within 0.02 of 0 or 1 (measured at
+    the standard preset), where the sigmoid passes almost no gradient: L_con can then no longer
+    tighten a cluster, nor the reversed gradients of L_oth / L_x remove a leak. A batch
+    normalisation before the sigmoid (``model.feature_norm``) also stops the saturation, but it
+    forces every coordinate to vary, and the weak classifiers then read pose from every feature;
+    this penalty lets a coordinate stay constant."""
+    return torch.stack([z.square().mean() for z in pre_sigmoid.values()]).mean()
+
+
+def saturated_share(pre_sigmoid: Features, threshold: float = 4.0) -> float:
+    """Share of feature values whose sigmoid lies within 0.018 of 0 or 1 (|z| > 4): a diagnostic."""
+    with torch.no_grad():
+        return float(torch.cat([(z.abs() > threshold).flatten() for z in pre_sigmoid.values()]).float().mean())
+
+
+def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC estimator of two (n, n) kernel matrices, n >= 4 (Song et al. 2012, eq. 5):
+
+    [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)), with K~, L~ the
+    matrices with zeroed diagonals. Its expectation is 0 for independent variables, whatever n
+    (the biased estimator has a positive offset of order 1/n, large for a batch of 32)."""
+    n = K.shape[0]
+    off = 1 - torch.eye(n, dtype=K.dtype, device=K.device)
+    Kt, Lt = K * off, L * off
+    KL = Kt @ Lt
+    return (torch.trace(KL) + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2)) - 2 * KL.sum() / (n - 2)) / (n * (n - 3))
+
+
+def dependence(feature: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
+    """Debiased CKA between a feature (n, D) (linear kernel) and a class label (n,) (kernel: same
+    class), over the samples with a label: HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)), in
+    about [-0.1, 1]; about 0 when the label cannot be read linearly from the feature, 1 when the
+    feature is the one-hot label. The denominator is detached, so the gradient lowers the
+    cross-covariance and never rewards adding unrelated variance. None when fewer than 4
+    samples or fewer than 2 classes carry the label."""
+    ok = label >= 0
+    if int(ok.sum()) < 4:
+        return None
+    f, y = feature[ok], label[ok]
+    if int(y.unique().numel()) < 2:
+        return None
+    f = f - f.mean(0, keepdim=True)
+    K = f @ f.T  # (n, n) linear kernel
+    L = (y[:, None] == y[None, :]).to(f.dtype)  # (n, n) delta kernel
+    norm = (hsic_unbiased(K, K).clamp(min=1e-12) * hsic_unbiased(L, L).clamp(min=1e-12)).sqrt().detach()
+    return hsic_unbiased(K, L) / norm
+
+
+def independence_loss(features: Features, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
+    y != x present in the batch, of max(0, dependence(f_x, y)).
+
+    It states the weak-classifier off-diagonal of Fig. 2 as a batch loss: a logistic regression
+    reads y from f_x when the class means of f_x differ, which is what the linear-kernel HSIC
+    measures (it is the between-class scatter of f_x). Unlike the adversarial heads of eq. 4 it
+    has no opponent to out-learn, and, being unbiased, it does not push a batch below the
+    dependence that chance gives. The world samples its factors independently, so on it the
+    independence it asks for is the truth."""
+    terms = []
+    for x, f in features.items():
+        for y, lab in labels.items():
+            if y == x:
+                continue
+            d = dependence(f, lab.to(device=f.device, dtype=torch.long))
+            if d is not None:
+                terms.append(d.clamp(min=0))
+    if not terms:
+        return next(iter(features.values())).sum() * 0
+    return torch.stack(terms).mean()
+
+
 def disentanglement_loss(
     model: UFE,
     features: Features,
@@ -194,6 +270,8 @@ class UFELossConfig:
     dis_every: int = 1  # compute L_dis every n-th step only (it doubles a step's cost)
     reverse_scale: float = 1.0  # gradient-reversal factor of eq. 4
     cross: float = 0.0  # weight of L_x (not in the paper; needs model.cross_heads): eq. 4 between attribute subspaces
+    saturation: float = 0.0  # weight of L_sat (not in the paper): mean square of the pre-sigmoid values
+    independence: float = 0.0  # weight of L_ind (not in the paper): HSIC between each subspace and the other labels
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -269,7 +347,10 @@ def ufe_losses(
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts).
     """
-    features = model.encode(image)
+    pre_sigmoid = model.encode_pre_sigmoid(image)
+    features = {n: torch.sigmoid(z) for n, z in pre_sigmoid.items()}
+    if stats is not None:
+        stats["saturated"] = saturated_share(pre_sigmoid)
     factors = rec_grad if isinstance(rec_grad, dict) else {"*": rec_grad}
     recon = model.decode({n: scale_grad(f, factors.get(n, factors["*"])) for n, f in features.items()})
     terms: dict[str, torch.Tensor] = {}
@@ -292,6 +373,12 @@ def ufe_losses(
     if cfg.cross > 0 and model.cross_heads:
         terms["cross"] = cross_loss(model.classify_cross(features, cfg.reverse_scale), labels)
         total = total + cfg.cross * terms["cross"]
+    if cfg.saturation > 0:
+        terms["sat"] = saturation_loss(pre_sigmoid)
+        total = total + cfg.saturation * terms["sat"]
+    if cfg.independence > 0:
+        terms["ind"] = independence_loss(features, labels)
+        total = total + cfg.independence * terms["ind"]
     if dis_lambda > 0:
         terms["dis"] = disentanglement_loss(model, features, generator)
         total = total + dis_lambda * terms["dis"]
