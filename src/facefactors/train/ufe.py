@@ -26,7 +26,13 @@ from facefactors.train.common import (
     is_logger_step,
     prepare_run,
 )
-from facefactors.train.ufe_losses import UFELossConfig, dis_weight, rec_to_encoder, ufe_losses
+from facefactors.train.ufe_losses import (
+    FeatureHistory,
+    UFELossConfig,
+    dis_weight,
+    rec_to_encoder,
+    ufe_losses,
+)
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
 
@@ -79,6 +85,7 @@ class UFERecipe(L.LightningModule):
         self.model = UFE(description, cfg.model)
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
+        self.history = FeatureHistory(cfg.loss.adversary_history) if cfg.loss.adversary_history > 0 else None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = int(self.global_step)
@@ -88,7 +95,7 @@ class UFERecipe(L.LightningModule):
         rec_grad = rec_to_encoder(step, self.cfg.loss)
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator, rec_grad, stats)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator, rec_grad, stats, self.history)
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)
@@ -111,7 +118,13 @@ class UFERecipe(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        return adam(self.model.parameters(), o.lr, (o.beta1, o.beta2))
+        scale = self.cfg.loss.adversary_lr
+        if scale == 1.0:
+            return adam(self.model.parameters(), o.lr, (o.beta1, o.beta2))
+        heads = [*self.model.others_heads.parameters(), *self.model.cross_heads.parameters()]
+        ids = {id(p) for p in heads}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        return adam([{"params": rest}, {"params": heads, "lr": o.lr * scale}], o.lr, (o.beta1, o.beta2))
 
 
 def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:

@@ -17,6 +17,7 @@ between each subspace and the labels it should not hold (see :func:`independence
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -223,6 +224,55 @@ def independence_loss(features: Features, labels: dict[str, torch.Tensor]) -> to
     return torch.stack(terms).mean()
 
 
+class FeatureHistory:
+    """The detached features and labels of the last ``size`` batches, on which the adversarial
+    heads (ph_oth of eq. 4 and ph_x of L_x) are fitted at every step besides the current batch.
+
+    Why (not in the paper): with eq. 4 alone the heads see each batch once, while the reversed
+    gradient changes the encoder at every step; the encoder wins by moving what a head reads
+    rather than removing it. Measured on the quick preset: the heads' loss sat at its chance
+    value for the whole run and the trained heads read pose from the identity feature at 0.52,
+    while a logistic regression fitted afterwards read it at 0.73 (docs/results.md). A head
+    fitted to many recent batches tracks the information, so the reversed gradient has to
+    remove it: the history buffer of a discriminator (Shrivastava et al. 2017) applied to eq. 4.
+    Not saved in checkpoints: after a resume it refills in ``size`` steps."""
+
+    def __init__(self, size: int):
+        self.batches: deque[tuple[Features, dict[str, torch.Tensor]]] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def push(self, features: Features, labels: dict[str, torch.Tensor]) -> None:
+        self.batches.append(({n: f.detach() for n, f in features.items()}, {k: v.detach() for k, v in labels.items()}))
+
+    def stacked(self) -> tuple[Features, dict[str, torch.Tensor]]:
+        """All kept samples: features {name: (N, D)} and labels {name: (N,)}, -1 where a batch
+        lacked a label (the batches of a label-disjoint second data set)."""
+        features = {n: torch.cat([f[n] for f, _ in self.batches]) for n in self.batches[0][0]}
+        names = {k for _, lab in self.batches for k in lab}
+        labels = {}
+        for k in sorted(names):
+            parts = []
+            for f, lab in self.batches:
+                size = next(iter(f.values())).shape[0]
+                parts.append(lab[k].long() if k in lab else torch.full((size,), -1, dtype=torch.long, device=next(iter(f.values())).device))
+            labels[k] = torch.cat(parts)
+        return features, labels
+
+
+def adversary_fit_loss(model: UFE, history: FeatureHistory, cfg: UFELossConfig) -> torch.Tensor:
+    """The heads of eq. 4 (and of L_x) fitted to the kept features: cross-entropy with the labels,
+    weighted as L_oth and L_x. The features are detached, so only the heads learn from it."""
+    features, labels = history.stacked()
+    total = next(iter(features.values())).new_zeros(())
+    if cfg.oth > 0:
+        total = total + cfg.oth * classification_loss(model.classify_others(features), labels)
+    if cfg.cross > 0 and model.cross_heads:
+        total = total + cfg.cross * cross_loss(model.classify_cross(features), labels)
+    return total
+
+
 def disentanglement_loss(
     model: UFE,
     features: Features,
@@ -272,6 +322,8 @@ class UFELossConfig:
     cross: float = 0.0  # weight of L_x (not in the paper; needs model.cross_heads): eq. 4 between attribute subspaces
     saturation: float = 0.0  # weight of L_sat (not in the paper): mean square of the pre-sigmoid values
     independence: float = 0.0  # weight of L_ind (not in the paper): HSIC between each subspace and the other labels
+    adversary_history: int = 0  # fit the heads of eq. 4 / L_x also to the last n batches (not in the paper; see FeatureHistory); 0 = off
+    adversary_lr: float = 1.0  # learning-rate factor of those heads (not in the paper; 1 = the paper)
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -338,12 +390,14 @@ def ufe_losses(
     generator: torch.Generator | None = None,
     rec_grad: float | dict[str, float] = 1.0,
     stats: dict[str, float] | None = None,
+    history: FeatureHistory | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
     ``rec_grad`` scales the gradient that L_rec sends into the encoder (see ``rec_to_encoder``
     in :class:`UFELossConfig`): one factor, or ``{feature name: factor, "*": the rest}``; the
-    decoder always gets the full gradient. A ``stats`` dict,
+    decoder always gets the full gradient. With a ``history``, the adversarial heads are also
+    fitted to its kept batches (term ``adv``), and then this batch joins it. A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts).
     """
@@ -379,6 +433,11 @@ def ufe_losses(
     if cfg.independence > 0:
         terms["ind"] = independence_loss(features, labels)
         total = total + cfg.independence * terms["ind"]
+    if history is not None and (cfg.oth > 0 or cfg.cross > 0):
+        if len(history):
+            terms["adv"] = adversary_fit_loss(model, history, cfg)
+            total = total + terms["adv"]
+        history.push(features, labels)
     if dis_lambda > 0:
         terms["dis"] = disentanglement_loss(model, features, generator)
         total = total + dis_lambda * terms["dis"]
