@@ -393,3 +393,50 @@ def test_independence_loss_pairs_and_gradient():
     assert {"ind", "sat"} <= set(terms)
     expected = terms["cls"] + terms["con"] + 100 * terms["rec"] + terms["oth"] + 2.0 * terms["ind"] + 0.5 * terms["sat"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_feature_history_keeps_the_last_batches_and_fills_missing_labels():
+    from facefactors.train.ufe_losses import FeatureHistory
+
+    history = FeatureHistory(2)
+    f = {"identity": torch.ones(2, 3, requires_grad=True) * 1, "others": torch.zeros(2, 3)}
+    history.push(f, {"identity": torch.tensor([0, 1])})
+    history.push({n: v + 1 for n, v in f.items()}, {"age": torch.tensor([2, 2])})
+    history.push({n: v + 2 for n, v in f.items()}, {"identity": torch.tensor([3, -1]), "age": torch.tensor([1, 0])})
+    assert len(history) == 2  # the first batch fell out
+    feats, labels = history.stacked()
+    assert feats["identity"].shape == (4, 3) and not feats["identity"].requires_grad
+    assert feats["identity"][:, 0].tolist() == [2.0, 2.0, 3.0, 3.0]
+    assert labels["identity"].tolist() == [-1, -1, 3, -1]  # the world B batch carried no identity
+    assert labels["age"].tolist() == [2, 2, 1, 0]
+
+
+def test_adversary_fit_trains_only_the_heads_with_the_plain_gradient():
+    from facefactors.train.ufe_losses import FeatureHistory, adversary_fit_loss
+
+    torch.manual_seed(0)
+    model = tiny_model(cross_heads=True)
+    history = FeatureHistory(4)
+    image = torch.rand(4, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 1, 2, -1]), "expression": torch.tensor([1, 0, -1, 1])}
+    cfg = UFELossConfig(cross=1.0)
+    # The first call only fills the history; the second fits the heads to it.
+    _, terms = ufe_losses(model, image, labels, cfg, 0.0, history=history)
+    assert "adv" not in terms and len(history) == 1
+    model.zero_grad()
+    total, terms = ufe_losses(model, image, labels, cfg, 0.0, history=history)
+    assert "adv" in terms and len(history) == 2
+    feats, labs = history.stacked()
+    assert feats["identity"].shape[0] == 8
+    # The fit is eq. 1 on the kept features through ph_oth and ph_x (L_oth + L_x, unreversed for the heads).
+    from facefactors.train.ufe_losses import cross_loss, others_loss
+
+    expected = others_loss(model.classify_others(feats), labs) + cross_loss(model.classify_cross(feats), labs)
+    assert adversary_fit_loss(model, history, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Only the heads learn from it: the encoder and decoder get no gradient from the fit alone.
+    model.zero_grad()
+    adversary_fit_loss(model, history, cfg).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.others_heads.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cross_heads.parameters())

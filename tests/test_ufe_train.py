@@ -104,3 +104,20 @@ def test_ablations_add_cross_only_when_the_config_uses_it():
     assert ablations(cfg) == ABLATIONS
     cfg.loss.cross, cfg.model.cross_heads = 1.0, True
     assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0"}
+
+
+
+def test_adversary_heads_get_their_own_learning_rate():
+    from facefactors.train.ufe import UFERecipe
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny")
+    recipe = UFERecipe(cfg, synthetic_set().description)
+    (group,) = recipe.configure_optimizers().param_groups  # the paper: one learning rate
+    assert group["lr"] == cfg.optim.lr
+    cfg.loss.adversary_lr = 10.0
+    recipe = UFERecipe(cfg, synthetic_set().description)
+    rest, heads = recipe.configure_optimizers().param_groups
+    assert rest["lr"] == cfg.optim.lr and heads["lr"] == 10 * cfg.optim.lr
+    head_ids = {id(p) for p in [*recipe.model.others_heads.parameters(), *recipe.model.cross_heads.parameters()]}
+    assert {id(p) for p in heads["params"]} == head_ids and len(head_ids) > 0
+    assert len(rest["params"]) + len(heads["params"]) == len(list(recipe.model.parameters()))
