@@ -419,7 +419,7 @@ def test_adversary_fit_trains_only_the_heads_with_the_plain_gradient():
     history = FeatureHistory(4)
     image = torch.rand(4, 3, 32, 32)
     labels = {"identity": torch.tensor([0, 1, 2, -1]), "expression": torch.tensor([1, 0, -1, 1])}
-    cfg = UFELossConfig(cross=1.0)
+    cfg = UFELossConfig(cross=1.0, adversary_fit=True)
     # The first call only fills the history; the second fits the heads to it.
     _, terms = ufe_losses(model, image, labels, cfg, 0.0, history=history)
     assert "adv" not in terms and len(history) == 1
@@ -432,11 +432,56 @@ def test_adversary_fit_trains_only_the_heads_with_the_plain_gradient():
     from facefactors.train.ufe_losses import cross_loss, others_loss
 
     expected = others_loss(model.classify_others(feats), labs) + cross_loss(model.classify_cross(feats), labs)
-    assert adversary_fit_loss(model, history, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert adversary_fit_loss(model, feats, labs, cfg).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Without the switch the history is kept but the heads are not fitted to it.
+    _, terms = ufe_losses(model, image, labels, UFELossConfig(cross=1.0), 0.0, history=history)
+    assert "adv" not in terms and len(history) == 3
     # Only the heads learn from it: the encoder and decoder get no gradient from the fit alone.
     model.zero_grad()
-    adversary_fit_loss(model, history, cfg).backward()
+    adversary_fit_loss(model, feats, labs, cfg).backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoder.parameters())
     assert all(p.grad is None for p in model.decoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.others_heads.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cross_heads.parameters())
+
+
+def test_whitened_dependence_sees_a_label_in_a_direction_of_small_variance():
+    from facefactors.train.ufe_losses import dependence, independence_loss, whitening_matrix
+
+    g = torch.Generator().manual_seed(0)
+    n, D = 512, 64
+    pose = torch.randint(0, 2, (n,), generator=g)
+    f = torch.rand(n, D, generator=g)
+    f[:, 0] = 0.5 + 0.001 * (pose.float() - 0.5)  # pose in one coordinate of tiny variance
+    W = whitening_matrix(f, eps=1e-9)
+    # The whitening maps the samples to unit covariance.
+    fw = (f - f.mean(0)).double() @ W
+    assert torch.allclose(torch.cov(fw.T), torch.eye(D, dtype=torch.float64), atol=1e-3)
+    batch = slice(0, 32)
+    plain = dependence(f[batch], pose[batch]).item()
+    whitened = dependence(f[batch], pose[batch], W).item()
+    assert plain < 0.1 and whitened > 0.8  # one canonical correlation of 1: about 1
+    # An independent label gives about 0 either way, on average.
+    values = [dependence(f[s : s + 32], torch.randint(0, 4, (32,), generator=g), W).item() for s in range(0, n, 32)]
+    assert abs(sum(values) / len(values)) < 0.15
+    # In L_ind, the whitening of each subspace is used for that subspace only.
+    feats, labels = {"identity": f[batch], "others": f[batch]}, {"pose": pose[batch]}
+    assert independence_loss(feats, labels, {"identity": W}).item() == pytest.approx((whitened + max(plain, 0)) / 2, rel=1e-5)
+
+
+def test_independence_whitening_uses_the_history():
+    from facefactors.train.ufe_losses import FeatureHistory
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    history = FeatureHistory(3)
+    image = torch.rand(6, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 0, 1, 1, 2, 2]), "expression": torch.tensor([0, 1, 0, 1, 1, 0])}
+    cfg = UFELossConfig(independence=1.0, independence_whiten=True)
+    model.eval()  # the same features at every call
+    _, first = ufe_losses(model, image, labels, cfg, 0.0, history=history)  # empty history: not whitened
+    _, plain = ufe_losses(model, image, labels, UFELossConfig(independence=1.0), 0.0)
+    assert first["ind"].item() == pytest.approx(plain["ind"].item(), rel=1e-6)
+    _, second = ufe_losses(model, image, labels, cfg, 0.0, history=history)
+    assert second["ind"].item() != pytest.approx(first["ind"].item(), rel=1e-3)
+    assert len(history) == 2

@@ -85,7 +85,7 @@ class UFERecipe(L.LightningModule):
         self.model = UFE(description, cfg.model)
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
-        self.history = FeatureHistory(cfg.loss.adversary_history) if cfg.loss.adversary_history > 0 else None
+        self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = int(self.global_step)

@@ -181,13 +181,23 @@ def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return (torch.trace(KL) + Kt.sum() * Lt.sum() / ((n - 1) * (n - 2)) - 2 * KL.sum() / (n - 2)) / (n * (n - 3))
 
 
-def dependence(feature: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
-    """Debiased CKA between a feature (n, D) (linear kernel) and a class label (n,) (kernel: same
-    class), over the samples with a label: HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)), in
-    about [-0.1, 1]; about 0 when the label cannot be read linearly from the feature, 1 when the
-    feature is the one-hot label. The denominator is detached, so the gradient lowers the
-    cross-covariance and never rewards adding unrelated variance. None when fewer than 4
-    samples or fewer than 2 classes carry the label."""
+def dependence(feature: torch.Tensor, label: torch.Tensor, whitening: torch.Tensor | None = None) -> torch.Tensor | None:
+    """How much of a class label (n,) a feature (n, D) holds, over the samples with a label;
+    about 0 when the label cannot be read linearly from the feature. None when fewer than 4
+    samples or fewer than 2 classes carry the label. Kernels: linear on the feature, "same
+    class" on the label; HSIC is the unbiased estimator, so chance dependence in a small batch
+    is not penalised.
+
+    * Without ``whitening``: debiased CKA, HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)), in
+      about [-0.1, 1], 1 when the feature is the one-hot label. The denominator is detached,
+      so the gradient lowers the cross-covariance and never rewards adding unrelated variance.
+      Each direction counts by its variance, so a label held in a direction of small variance
+      hardly shows (measured: pose read at 0.73 from an identity feature whose CKA with pose
+      was 0.01).
+    * With ``whitening`` W (D, D) (see :func:`whitening_matrix`): HSIC_u(K_w, L) / sqrt(HSIC_u(L, L))
+      with K_w the linear kernel of the centred feature times W, about the sum of the squared
+      canonical correlations between feature and label: every direction counts alike, as for
+      the standardised logistic regression of the weak-classifier matrix."""
     ok = label >= 0
     if int(ok.sum()) < 4:
         return None
@@ -195,28 +205,46 @@ def dependence(feature: torch.Tensor, label: torch.Tensor) -> torch.Tensor | Non
     if int(y.unique().numel()) < 2:
         return None
     f = f - f.mean(0, keepdim=True)
-    K = f @ f.T  # (n, n) linear kernel
     L = (y[:, None] == y[None, :]).to(f.dtype)  # (n, n) delta kernel
+    if whitening is not None:
+        f = f @ whitening.to(f.dtype)
+        K = f @ f.T
+        return hsic_unbiased(K, L) / hsic_unbiased(L, L).clamp(min=1e-12).sqrt()
+    K = f @ f.T  # (n, n) linear kernel
     norm = (hsic_unbiased(K, K).clamp(min=1e-12) * hsic_unbiased(L, L).clamp(min=1e-12)).sqrt().detach()
     return hsic_unbiased(K, L) / norm
 
 
-def independence_loss(features: Features, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+def whitening_matrix(samples: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """(C + eps mean(eig C) I)^(-1/2) for the covariance C of ``samples`` (N, D), detached.
+
+    The ridge keeps directions of almost no variance (saturated coordinates) from being
+    amplified without bound."""
+    x = samples.detach().double()
+    C = torch.cov(x.T)
+    e, V = torch.linalg.eigh(C)
+    e = e.clamp(min=0) + eps * e.clamp(min=0).mean() + 1e-12
+    return (V * e.rsqrt()) @ V.T  # (D, D)
+
+
+def independence_loss(features: Features, labels: dict[str, torch.Tensor], whitening: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
-    y != x present in the batch, of max(0, dependence(f_x, y)).
+    y != x present in the batch, of max(0, dependence(f_x, y)), with f_x whitened by
+    ``whitening[x]`` where given.
 
     It states the weak-classifier off-diagonal of Fig. 2 as a batch loss: a logistic regression
     reads y from f_x when the class means of f_x differ, which is what the linear-kernel HSIC
-    measures (it is the between-class scatter of f_x). Unlike the adversarial heads of eq. 4 it
-    has no opponent to out-learn, and, being unbiased, it does not push a batch below the
-    dependence that chance gives. The world samples its factors independently, so on it the
-    independence it asks for is the truth."""
+    measures (the between-class scatter of f_x). Unlike the adversarial heads of eq. 4 it
+    has no opponent to out-learn and sends no gradient into other subspaces' features; being
+    unbiased, it does not push a batch below the dependence that chance gives. The world
+    samples its factors independently, so on it the independence it asks for is the truth."""
     terms = []
     for x, f in features.items():
+        W = None if whitening is None else whitening.get(x)
         for y, lab in labels.items():
             if y == x:
                 continue
-            d = dependence(f, lab.to(device=f.device, dtype=torch.long))
+            d = dependence(f, lab.to(device=f.device, dtype=torch.long), W)
             if d is not None:
                 terms.append(d.clamp(min=0))
     if not terms:
@@ -225,10 +253,11 @@ def independence_loss(features: Features, labels: dict[str, torch.Tensor]) -> to
 
 
 class FeatureHistory:
-    """The detached features and labels of the last ``size`` batches, on which the adversarial
-    heads (ph_oth of eq. 4 and ph_x of L_x) are fitted at every step besides the current batch.
+    """The detached features and labels of the last ``size`` batches: the adversarial heads
+    (ph_oth of eq. 4 and ph_x of L_x) can be fitted to them at every step besides the current
+    batch (``loss.adversary_fit``), and L_ind can whiten with their covariance.
 
-    Why (not in the paper): with eq. 4 alone the heads see each batch once, while the reversed
+    Why fit the heads to them (not in the paper): with eq. 4 alone the heads see each batch once, while the reversed
     gradient changes the encoder at every step; the encoder wins by moving what a head reads
     rather than removing it. Measured on the quick preset: the heads' loss sat at its chance
     value for the whole run and the trained heads read pose from the identity feature at 0.52,
@@ -261,10 +290,9 @@ class FeatureHistory:
         return features, labels
 
 
-def adversary_fit_loss(model: UFE, history: FeatureHistory, cfg: UFELossConfig) -> torch.Tensor:
-    """The heads of eq. 4 (and of L_x) fitted to the kept features: cross-entropy with the labels,
-    weighted as L_oth and L_x. The features are detached, so only the heads learn from it."""
-    features, labels = history.stacked()
+def adversary_fit_loss(model: UFE, features: Features, labels: dict[str, torch.Tensor], cfg: UFELossConfig) -> torch.Tensor:
+    """The heads of eq. 4 (and of L_x) fitted to kept (detached) features: cross-entropy with the
+    labels, weighted as L_oth and L_x. Only the heads learn from it."""
     total = next(iter(features.values())).new_zeros(())
     if cfg.oth > 0:
         total = total + cfg.oth * classification_loss(model.classify_others(features), labels)
@@ -322,8 +350,11 @@ class UFELossConfig:
     cross: float = 0.0  # weight of L_x (not in the paper; needs model.cross_heads): eq. 4 between attribute subspaces
     saturation: float = 0.0  # weight of L_sat (not in the paper): mean square of the pre-sigmoid values
     independence: float = 0.0  # weight of L_ind (not in the paper): HSIC between each subspace and the other labels
-    adversary_history: int = 0  # fit the heads of eq. 4 / L_x also to the last n batches (not in the paper; see FeatureHistory); 0 = off
+    history: int = 0  # batches of detached features kept (FeatureHistory) for adversary_fit and independence_whiten; 0 = none
+    adversary_fit: bool = False  # fit the heads of eq. 4 / L_x also to the kept batches (not in the paper; see FeatureHistory)
     adversary_lr: float = 1.0  # learning-rate factor of those heads (not in the paper; 1 = the paper)
+    independence_whiten: bool = False  # L_ind on features whitened by the kept batches' covariance (see dependence)
+    whiten_eps: float = 0.01  # ridge of that whitening, relative to the mean eigenvalue
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -396,8 +427,9 @@ def ufe_losses(
 
     ``rec_grad`` scales the gradient that L_rec sends into the encoder (see ``rec_to_encoder``
     in :class:`UFELossConfig`): one factor, or ``{feature name: factor, "*": the rest}``; the
-    decoder always gets the full gradient. With a ``history``, the adversarial heads are also
-    fitted to its kept batches (term ``adv``), and then this batch joins it. A ``stats`` dict,
+    decoder always gets the full gradient. A ``history`` of recent batches serves
+    ``cfg.adversary_fit`` (term ``adv``) and ``cfg.independence_whiten``; this batch then joins
+    it. A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts).
     """
@@ -430,13 +462,17 @@ def ufe_losses(
     if cfg.saturation > 0:
         terms["sat"] = saturation_loss(pre_sigmoid)
         total = total + cfg.saturation * terms["sat"]
+    kept = history.stacked() if history is not None and len(history) else None
     if cfg.independence > 0:
-        terms["ind"] = independence_loss(features, labels)
+        whitening = None
+        if cfg.independence_whiten and kept is not None:
+            whitening = {n: whitening_matrix(f, cfg.whiten_eps) for n, f in kept[0].items()}
+        terms["ind"] = independence_loss(features, labels, whitening)
         total = total + cfg.independence * terms["ind"]
-    if history is not None and (cfg.oth > 0 or cfg.cross > 0):
-        if len(history):
-            terms["adv"] = adversary_fit_loss(model, history, cfg)
-            total = total + terms["adv"]
+    if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
+        terms["adv"] = adversary_fit_loss(model, *kept, cfg)
+        total = total + terms["adv"]
+    if history is not None:
         history.push(features, labels)
     if dis_lambda > 0:
         terms["dis"] = disentanglement_loss(model, features, generator)
