@@ -381,6 +381,8 @@ def test_independence_loss_pairs_and_gradient():
     pairs = [dependence(leaky, ident).clamp(min=0), dependence(feats["identity"], expr).clamp(min=0)]
     assert loss.item() == pytest.approx(torch.stack(pairs).mean().item(), rel=1e-6)
     assert pairs[0].item() > 0.3
+    signed = [dependence(leaky, ident), dependence(feats["identity"], expr)]
+    assert independence_loss(feats, labels, hinge=False).item() == pytest.approx(torch.stack(signed).mean().item(), rel=1e-6)
     # A step against the gradient makes the leaky feature less dependent on identity.
     loss.backward()
     with torch.no_grad():

@@ -227,10 +227,14 @@ def whitening_matrix(samples: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
     return (V * e.rsqrt()) @ V.T  # (D, D)
 
 
-def independence_loss(features: Features, labels: dict[str, torch.Tensor], whitening: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def independence_loss(
+    features: Features, labels: dict[str, torch.Tensor], whitening: dict[str, torch.Tensor] | None = None, hinge: bool = True
+) -> torch.Tensor:
     """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
-    y != x present in the batch, of max(0, dependence(f_x, y)), with f_x whitened by
-    ``whitening[x]`` where given.
+    y != x present in the batch, of dependence(f_x, y), with f_x whitened by ``whitening[x]``
+    where given; with ``hinge`` of max(0, dependence). Without the hinge the batch value is an
+    unbiased estimate and so is its gradient: batches with less than chance dependence pull as
+    much as the others push. With it, chance dependence in a batch is penalised too.
 
     It states the weak-classifier off-diagonal of Fig. 2 as a batch loss: a logistic regression
     reads y from f_x when the class means of f_x differ, which is what the linear-kernel HSIC
@@ -246,7 +250,7 @@ def independence_loss(features: Features, labels: dict[str, torch.Tensor], white
                 continue
             d = dependence(f, lab.to(device=f.device, dtype=torch.long), W)
             if d is not None:
-                terms.append(d.clamp(min=0))
+                terms.append(d.clamp(min=0) if hinge else d)
     if not terms:
         return next(iter(features.values())).sum() * 0
     return torch.stack(terms).mean()
@@ -355,6 +359,7 @@ class UFELossConfig:
     adversary_lr: float = 1.0  # learning-rate factor of those heads (not in the paper; 1 = the paper)
     independence_whiten: bool = False  # L_ind on features whitened by the kept batches' covariance (see dependence)
     whiten_eps: float = 0.01  # ridge of that whitening, relative to the mean eigenvalue
+    independence_hinge: bool = True  # L_ind of max(0, dependence) per pair; False: the signed, unbiased value
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -467,7 +472,7 @@ def ufe_losses(
         whitening = None
         if cfg.independence_whiten and kept is not None:
             whitening = {n: whitening_matrix(f, cfg.whiten_eps) for n, f in kept[0].items()}
-        terms["ind"] = independence_loss(features, labels, whitening)
+        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
