@@ -8,7 +8,7 @@ cyclic annealing for multi-data-set training). The data come from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -95,7 +95,10 @@ class UFERecipe(L.LightningModule):
         rec_grad = rec_to_encoder(step, self.cfg.loss)
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.cfg.loss, lam, self.generator, rec_grad, stats, self.history)
+        loss_cfg = self.cfg.loss
+        if step < loss_cfg.independence_warmup_steps:
+            loss_cfg = replace(loss_cfg, independence=0.0)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], loss_cfg, lam, self.generator, rec_grad, stats, self.history)
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)

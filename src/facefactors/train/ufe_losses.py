@@ -360,6 +360,7 @@ class UFELossConfig:
     independence_whiten: bool = False  # L_ind on features whitened by the kept batches' covariance (see dependence)
     whiten_eps: float = 0.01  # ridge of that whitening, relative to the mean eigenvalue
     independence_hinge: bool = True  # L_ind of max(0, dependence) per pair; False: the signed, unbiased value
+    independence_warmup_steps: int = 0  # L_ind is off before this step (the heads learn their own labels first)
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
