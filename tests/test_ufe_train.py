@@ -121,3 +121,12 @@ def test_adversary_heads_get_their_own_learning_rate():
     head_ids = {id(p) for p in [*recipe.model.others_heads.parameters(), *recipe.model.cross_heads.parameters()]}
     assert {id(p) for p in heads["params"]} == head_ids and len(head_ids) > 0
     assert len(rest["params"]) + len(heads["params"]) == len(list(recipe.model.parameters()))
+
+
+def test_independence_loss_waits_for_its_warm_up():
+    from facefactors.train.ufe import UFERecipe
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.independence=0.5", "loss.independence_warmup_steps=3"])
+    recipe = UFERecipe(cfg, synthetic_set().description)
+    assert [recipe.loss_config(s).independence for s in range(5)] == [0.0, 0.0, 0.0, 0.5, 0.5]
+    assert recipe.cfg.loss.independence == 0.5  # the run's config is not changed

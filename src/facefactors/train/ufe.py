@@ -87,6 +87,12 @@ class UFERecipe(L.LightningModule):
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
+    def loss_config(self, step: int) -> UFELossConfig:
+        """The loss weights in effect at ``step``: L_ind is off during its warm-up."""
+        if step < self.cfg.loss.independence_warmup_steps:
+            return replace(self.cfg.loss, independence=0.0)
+        return self.cfg.loss
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         step = int(self.global_step)
         lam = dis_weight(step, self.cfg.trainer.max_steps, self.cfg.loss)
@@ -95,10 +101,7 @@ class UFERecipe(L.LightningModule):
         rec_grad = rec_to_encoder(step, self.cfg.loss)
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
-        loss_cfg = self.cfg.loss
-        if step < loss_cfg.independence_warmup_steps:
-            loss_cfg = replace(loss_cfg, independence=0.0)
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], loss_cfg, lam, self.generator, rec_grad, stats, self.history)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history)
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)
