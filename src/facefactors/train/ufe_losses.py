@@ -268,7 +268,9 @@ class FeatureHistory:
     while a logistic regression fitted afterwards read it at 0.73 (docs/results.md). A head
     fitted to many recent batches tracks the information, so the reversed gradient has to
     remove it: the history buffer of a discriminator (Shrivastava et al. 2017) applied to eq. 4.
-    Not saved in checkpoints: after a resume it refills in ``size`` steps."""
+    Measured, it did not: the reversed gradients then removed own labels from the shared trunk
+    as well (docs/design-notes.md); L_ind with ``independence_whiten`` is what uses the history
+    in the presets. Not saved in checkpoints: after a resume it refills in ``size`` steps."""
 
     def __init__(self, size: int):
         self.batches: deque[tuple[Features, dict[str, torch.Tensor]]] = deque(maxlen=size)
