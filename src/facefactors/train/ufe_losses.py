@@ -470,7 +470,8 @@ def ufe_losses(
     if cfg.saturation > 0:
         terms["sat"] = saturation_loss(pre_sigmoid)
         total = total + cfg.saturation * terms["sat"]
-    kept = history.stacked() if history is not None and len(history) else None
+    needs_history = (cfg.independence > 0 and cfg.independence_whiten) or cfg.adversary_fit
+    kept = history.stacked() if needs_history and history is not None and len(history) else None
     if cfg.independence > 0:
         whitening = None
         if cfg.independence_whiten and kept is not None:
