@@ -96,14 +96,16 @@ def test_predict_and_compose_commands(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
 
 
-def test_ablations_add_cross_only_when_the_config_uses_it():
+def test_ablations_add_cross_and_independence_only_when_the_config_uses_them():
     from facefactors.experiments.ufe import ABLATIONS, ablations
 
     cfg = load_config(UFETrainConfig, "ufe", "tiny")
-    cfg.loss.cross, cfg.model.cross_heads = 0.0, False
+    cfg.loss.cross, cfg.model.cross_heads, cfg.loss.independence = 0.0, False, 0.0
     assert ablations(cfg) == ABLATIONS
     cfg.loss.cross, cfg.model.cross_heads = 1.0, True
     assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0"}
+    cfg.loss.independence = 0.3
+    assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0", "wo_ind": "loss.independence=0"}
 
 
 

@@ -400,10 +400,13 @@ ABLATIONS = {"wo_cls": "loss.cls=0", "wo_con": "loss.con=0", "wo_rec": "loss.rec
 
 
 def ablations(cfg: UFETrainConfig) -> dict[str, str]:
-    """The paper's five ablations (sec. 4.8), plus L_x (ours, not in the paper) when the config uses it."""
+    """The paper's five ablations (sec. 4.8), plus L_x and L_ind (ours, not in the paper) when the
+    config uses them."""
     out = dict(ABLATIONS)
     if cfg.loss.cross > 0 and cfg.model.cross_heads:
         out["wo_cross"] = "loss.cross=0"
+    if cfg.loss.independence > 0:
+        out["wo_ind"] = "loss.independence=0"
     return out
 
 
