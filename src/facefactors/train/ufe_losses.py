@@ -439,7 +439,8 @@ def ufe_losses(
     ``cfg.adversary_fit`` (term ``adv``) and ``cfg.independence_whiten``; this batch then joins
     it. A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
-    of negative pairs on which the hinge of eq. 2 acts).
+    of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
+    on the flat ends of their sigmoids).
     """
     pre_sigmoid = model.encode_pre_sigmoid(image)
     features = {n: torch.sigmoid(z) for n, z in pre_sigmoid.items()}
