@@ -290,8 +290,8 @@ class FeatureHistory:
         for k in sorted(names):
             parts = []
             for f, lab in self.batches:
-                size = next(iter(f.values())).shape[0]
-                parts.append(lab[k].long() if k in lab else torch.full((size,), -1, dtype=torch.long, device=next(iter(f.values())).device))
+                first = next(iter(f.values()))
+                parts.append(_valid(lab, k, first.shape[0], first.device))
             labels[k] = torch.cat(parts)
         return features, labels
 
