@@ -132,3 +132,23 @@ def test_independence_loss_waits_for_its_warm_up():
     recipe = UFERecipe(cfg, synthetic_set().description)
     assert [recipe.loss_config(s).independence for s in range(5)] == [0.0, 0.0, 0.0, 0.5, 0.5]
     assert recipe.cfg.loss.independence == 0.5  # the run's config is not changed
+
+
+def test_history_switches_without_a_history_are_refused():
+    import pytest
+
+    from facefactors.train.ufe import UFERecipe
+    from facefactors.utils.errors import UserError
+
+    desc = synthetic_set().description
+    for overrides, needle in (
+        (["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=0"], "loss.independence_whiten"),
+        (["loss.adversary_fit=true", "loss.history=0"], "loss.adversary_fit"),
+        (["loss.history=-1"], "loss.history"),
+    ):
+        cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
+        with pytest.raises(UserError, match=needle) as err:
+            UFERecipe(cfg, desc)
+        assert "\n" not in str(err.value)
+    # Whitening switched on but L_ind off needs no history; nor does the paper's form.
+    UFERecipe(load_config(UFETrainConfig, "ufe", "tiny", ["loss.independence_whiten=true"]), desc)

@@ -71,6 +71,17 @@ class UFETrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
+def check_history_options(loss: UFELossConfig) -> None:
+    """A clear error for switches that need the feature history but were given none (they
+    would otherwise do nothing, silently)."""
+    if loss.history < 0 or loss.whiten_eps < 0:
+        raise UserError(f"loss.history ({loss.history}) and loss.whiten_eps ({loss.whiten_eps}) must be >= 0")
+    wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
+    if wants and loss.history == 0:
+        verb = "needs" if len(wants) == 1 else "need"
+        raise UserError(f"{' and '.join(wants)} {verb} recent batches: set --set loss.history=16 (the presets' value), or switch it off")
+
+
 class UFERecipe(L.LightningModule):
     """L_full (eq. 6) on batches ``{"image", "labels", "index"}``."""
 
@@ -85,6 +96,7 @@ class UFERecipe(L.LightningModule):
         self.model = UFE(description, cfg.model)
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
+        check_history_options(cfg.loss)
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
     def loss_config(self, step: int) -> UFELossConfig:
@@ -137,6 +149,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
     """Train (or resume) a UFE run in ``out`` on an endless batch stream; returns the run and model."""
     from facefactors.train.ufe_data import unbatched_loader
 
+    check_history_options(cfg.loss)  # before the run directory is written
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
     recipe = UFERecipe(cfg, description, run)
