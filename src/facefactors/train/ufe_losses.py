@@ -239,8 +239,7 @@ def independence_loss(
     It states the weak-classifier off-diagonal of Fig. 2 as a batch loss: a logistic regression
     reads y from f_x when the class means of f_x differ, which is what the linear-kernel HSIC
     measures (the between-class scatter of f_x). Unlike the adversarial heads of eq. 4 it
-    has no opponent to out-learn and sends no gradient into other subspaces' features; being
-    unbiased, it does not push a batch below the dependence that chance gives. The world
+    has no opponent to out-learn and sends no gradient into other subspaces' features. The world
     samples its factors independently, so on it the independence it asks for is the truth."""
     terms = []
     for x, f in features.items():
@@ -261,9 +260,9 @@ class FeatureHistory:
     (ph_oth of eq. 4 and ph_x of L_x) can be fitted to them at every step besides the current
     batch (``loss.adversary_fit``), and L_ind can whiten with their covariance.
 
-    Why fit the heads to them (not in the paper): with eq. 4 alone the heads see each batch once, while the reversed
-    gradient changes the encoder at every step; the encoder wins by moving what a head reads
-    rather than removing it. Measured on the quick preset: the heads' loss sat at its chance
+    Why fit the heads to them (not in the paper): with eq. 4 alone the heads see each batch
+    once, while the reversed gradient changes the encoder at every step; the encoder wins by
+    moving what a head reads rather than removing it. Measured on the quick preset: the heads' loss sat at its chance
     value for the whole run and the trained heads read pose from the identity feature at 0.52,
     while a logistic regression fitted afterwards read it at 0.73 (docs/results.md). A head
     fitted to many recent batches tracks the information, so the reversed gradient has to
@@ -285,14 +284,9 @@ class FeatureHistory:
         """All kept samples: features {name: (N, D)} and labels {name: (N,)}, -1 where a batch
         lacked a label (the batches of a label-disjoint second data set)."""
         features = {n: torch.cat([f[n] for f, _ in self.batches]) for n in self.batches[0][0]}
-        names = {k for _, lab in self.batches for k in lab}
-        labels = {}
-        for k in sorted(names):
-            parts = []
-            for f, lab in self.batches:
-                first = next(iter(f.values()))
-                parts.append(_valid(lab, k, first.shape[0], first.device))
-            labels[k] = torch.cat(parts)
+        shapes = [next(iter(f.values())) for f, _ in self.batches]  # one tensor per batch: its size and device
+        names = sorted({k for _, lab in self.batches for k in lab})
+        labels = {k: torch.cat([_valid(lab, k, t.shape[0], t.device) for t, (_, lab) in zip(shapes, self.batches)]) for k in names}
         return features, labels
 
 
