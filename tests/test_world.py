@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from facefactors.utils.errors import ConfigError
 from facefactors.world import EXPRESSIONS, FaceParams, FaceWorld, WorldConfig, samplers
 from facefactors.world import expression as expr
 from facefactors.world.ground_truth import WorldGroundTruth
@@ -88,6 +89,16 @@ def test_identities_are_disjoint_across_splits(world):
     q = world.sample_params([0, 1], "train", identities=[4, 4])
     assert torch.equal(q.shape[0], q.shape[1]) and torch.equal(q.albedo[0], q.albedo[1])
     assert torch.equal(q.shape[0], world.identity([4]).shape[0])
+
+
+def test_identities_past_the_split_are_refused(world):
+    # a local id past the split's end would be another split's person: a test face in training
+    n = world.config.split_sizes()["val"]
+    assert int(world.sample_params([0], "val", identities=[n - 1]).identity_label[0]) == n - 1
+    with pytest.raises(ConfigError, match="outside the world's val split"):
+        world.sample_params([0, 1], "val", identities=[0, n])
+    with pytest.raises(ConfigError, match="outside"):
+        world.sample_params([0], "val", identities=[-1])
 
 
 def test_labels_agree_with_parameters(world):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from facefactors.data.description import DatasetDescription, Factor
+from facefactors.utils.errors import ConfigError
 from facefactors.world import albedo as albedo_mod
 from facefactors.world import expression as expr
 from facefactors.world import imaging, lighting, surface
@@ -124,6 +125,14 @@ class FaceWorld:
                 .expand(idx.shape[0])
                 .clone()
             )
+            outside = local[(local < 0) | (local >= n_id)]
+            if outside.numel():
+                # past the split's end a local id would name another split's person (a test
+                # identity in a training set): refuse rather than leak
+                raise ConfigError(
+                    f"identity {int(outside[0])} is outside the world's {split} split (local ids 0..{n_id - 1}); "
+                    f"ask for fewer identities or raise WorldConfig.{split}_identities"
+                )
         glob = local + cfg.split_offset(split)
         ident = self.identity(glob)
         fields = {"sample_index": idx, "identity": glob, "identity_label": local}
