@@ -68,6 +68,17 @@ def test_world_a_takes_the_framing_of_the_data_config():
         world_a_config(UFEDataConfig(zoom=0.5), image_size=64)
 
 
+def test_world_b_must_not_reach_past_the_training_split():
+    # world B's people follow world A's; past the split's end they would be held-out test faces
+    from facefactors.experiments.ufe import _config, train_stream
+    from facefactors.utils.errors import UserError
+
+    _, train = small_set("train", n=3, m=2)  # enough for the tiny preset's 3 x 2 batches of world A
+    cfg = _config("tiny", ["data.train_identities=1001", "data.second_set=world_b"])
+    with pytest.raises(UserError, match="use at most 1000"):
+        train_stream(cfg, train, progress=False)
+
+
 def test_user_study_rater_folder_is_per_framing():
     from facefactors.experiments.ufe import _rater_dir
 
