@@ -8,6 +8,7 @@ from facefactors.experiments.ufe import sample_params_of, true_composite
 from facefactors.experiments.ufe_eval import encode_set, write_features
 from facefactors.train.ufe import UFEDataConfig
 from facefactors.train.ufe_data import render_world_set, world_a_config
+from facefactors.utils.errors import ConfigError
 from test_ufe_losses import tiny_model
 
 
@@ -26,6 +27,8 @@ def test_world_a_set_layout_and_cache(tmp_path):
     assert torch.equal(again.images, data.images) and torch.equal(again.labels["lighting"], data.labels["lighting"])
     _, other = small_set(offset=2)
     assert other.labels["identity"].tolist() == [2, 2, 2, 3, 3, 3]  # other people
+    with pytest.raises(ConfigError, match="ask for at most 2$"):  # before rendering anything
+        render_world_set(cfg, "test", 3, 1, progress=False, identity_offset=cfg.split_sizes()["test"] - 2)
     restricted = data.restrict(["expression"])
     assert (restricted.labels["identity"] == -1).all() and torch.equal(restricted.labels["expression"], data.labels["expression"])
     assert np.isnan(restricted.labels["yaw"].numpy()).all()

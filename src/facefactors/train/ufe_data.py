@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 
 from facefactors.data.batching import GroupedBatchSampler
 from facefactors.data.description import DatasetDescription
+from facefactors.utils.errors import ConfigError
 
 
 @dataclass
@@ -149,6 +150,10 @@ def render_world_set(
     """
     from facefactors.world.world import FaceWorld
 
+    people = world_config.split_sizes()[split]
+    if identity_offset + num_identities > people:  # checked before any rendering (see FaceWorld.sample_params)
+        raise ConfigError(f"{num_identities} identities from local id {identity_offset} do not fit the world's {split} split of {people}; "
+                          f"ask for at most {people - identity_offset}")
     world = FaceWorld(world_config)
     description = world.describe(split, identity_offset + num_identities, name=f"world-{split}")
     n = num_identities * per_identity
