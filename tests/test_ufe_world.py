@@ -78,7 +78,7 @@ def test_world_b_must_not_reach_past_the_training_split():
 
     _, train = small_set("train", n=3, m=2)  # enough for the tiny preset's 3 x 2 batches of world A
     cfg = _config("tiny", ["data.train_identities=1001", "data.second_set=world_b"])
-    with pytest.raises(UserError, match="use at most 1000"):
+    with pytest.raises(UserError, match="do not fit the world's train split of 2000"):  # before world B is rendered
         train_stream(cfg, train, progress=False)
 
 
