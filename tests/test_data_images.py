@@ -69,6 +69,9 @@ def test_garbage_and_empty_and_missing_files(tmp_path):
         load_image(tmp_path / "empty.jpg", 16)
     with pytest.raises(DataError, match="nothere.png: image file not found"):
         load_image(tmp_path / "nothere.png", 16)
+    (tmp_path / "faces.png").mkdir()
+    with pytest.raises(DataError, match="faces.png: is a folder, not an image"):
+        load_image(tmp_path / "faces.png", 16)
 
 
 def test_grayscale_converted_with_one_note_per_dataset(tmp_path):

@@ -88,7 +88,10 @@ def _open_fully(path: Path) -> tuple[Image.Image, bool]:
         sixteen = any(";16" in _rawmode(t) for t in (img.tile or []))
         img.load()
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found; restore it or remove it from labels.csv") from None
+        # The same loader serves folders with labels.csv and images named on the command line.
+        raise DataError(f"{path}: image file not found; check the path (or remove the row from labels.csv)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image; name the image files inside it") from None
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: image is implausibly large ({e}); downscale it before use") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
