@@ -248,3 +248,12 @@ def test_progress_bar_does_not_count_to_a_last_epoch(tmp_path):
     bar = trainer.progress_bar_callback
     bar.setup(trainer, ToyRecipe(cfg.width), "fit")  # what Lightning does when fit starts
     assert bar._get_train_description(19).strip() == "Epoch 19"  # not Lightning's "Epoch 19/-2"
+
+
+def test_config_of_another_kind_of_run_names_the_file(tmp_path):
+    # e.g. a rater's run directory handed to a UFE command: its config has fields ToyConfig lacks.
+    path = tmp_path / "config.yaml"
+    path.write_text("width: 4\nschedule: cosine\n")
+    with pytest.raises(UserError, match=r"config.yaml: not a ToyConfig \(.*unknown field\(s\) \['schedule'\].*right kind") as err:
+        load_saved_config(ToyConfig, path)
+    assert "\n" not in str(err.value)

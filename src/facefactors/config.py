@@ -160,7 +160,11 @@ def load_saved_config(cls: type[C], path: str | Path) -> C:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: malformed YAML ({e})") from None
-    return from_dict(cls, data)
+    try:
+        return from_dict(cls, data)
+    except UserError as e:
+        # Usually a run of another kind (a rater's or a VAE's run handed to a UFE command).
+        raise UserError(f"{path}: not a {cls.__name__} ({e}); is this a run of the right kind?") from None
 
 
 def _plain(x):
