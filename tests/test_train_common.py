@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from facefactors.config import from_dict, load_saved_config, parse_overrides
 from facefactors.train.common import TrainerConfig, adam, build_trainer, fit, prepare_run
@@ -248,6 +249,42 @@ def test_progress_bar_does_not_count_to_a_last_epoch(tmp_path):
     bar = trainer.progress_bar_callback
     bar.setup(trainer, ToyRecipe(cfg.width), "fit")  # what Lightning does when fit starts
     assert bar._get_train_description(19).strip() == "Epoch 19"  # not Lightning's "Epoch 19/-2"
+
+
+class EndlessStream(torch.utils.data.IterableDataset):
+    """An endless stream of batches, as the UFE's samplers yield."""
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        while True:
+            x = torch.randn(8, 4, generator=g)
+            yield x, x.sum(1, keepdim=True)
+
+
+class BarReading(Callback):
+    """What the progress bar shows after each batch: (count, total)."""
+
+    def __init__(self):
+        self.shown: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.shown.append((batch_idx + 1, trainer.progress_bar_callback.total_train_batches))
+
+
+def test_progress_bar_of_a_resumed_endless_run_counts_to_the_budget(tmp_path):
+    def train(max_steps):
+        cfg = ToyConfig()
+        cfg.trainer.progress, cfg.trainer.max_steps = True, max_steps
+        run, _ = prepare_run(tmp_path / "run", cfg)
+        reading = BarReading()
+        stream = torch.utils.data.DataLoader(EndlessStream(), batch_size=None)
+        fit(build_trainer(cfg.trainer, run, callbacks=[reading]), ToyRecipe(cfg.width), run, train_dataloaders=stream)
+        return reading.shown
+
+    assert train(6)[-1] == (6, 6)
+    resumed = train(9)
+    # Lightning alone sized the bar by the steps left at the resume (3) while counting 7, 8, 9.
+    assert resumed[0] == (7, 9) and resumed[-1] == (9, 9)
 
 
 def test_config_of_another_kind_of_run_names_the_file(tmp_path):

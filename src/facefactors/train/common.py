@@ -210,6 +210,16 @@ class StepBudgetRichBar(RichProgressBar):
             return f"Epoch {current_epoch}"
         return super()._get_train_description(current_epoch)
 
+    @property
+    def total_train_batches(self) -> int | float:
+        # Lightning sizes the bar by the steps left, but counts it from the batch a resumed run
+        # restarts at: a run resumed at step 2306 of 6000 showed "6000/3694" and a wrong ETA.
+        # With one endless epoch (our streams) the bar covers the whole budget instead.
+        total = super().total_train_batches
+        if self.trainer.num_training_batches == float("inf") and total != float("inf"):
+            total += self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return total
+
 
 class SaveOnInterrupt(Callback):
     """On Ctrl-C or an exception, write last.ckpt so no finished step is lost."""
