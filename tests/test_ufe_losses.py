@@ -80,6 +80,16 @@ def test_contrastive_loss_masks_missing_labels_and_sums_attributes():
     assert contrastive_loss({"identity": f}, {"identity": torch.full((3,), -1), "pose": torch.tensor([0, 1, 0])}).item() == 0.0
 
 
+def test_contrastive_weights_scale_each_attributes_term():
+    f = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]])
+    labels = {"identity": torch.tensor([0, 0, -1]), "expression": torch.tensor([0, 1, -1])}
+    features = {"identity": f, "expression": f}
+    # identity's term (0.3) counted 2.5 times, expression's (0.7) once: unnamed attributes keep 1.
+    weighted = contrastive_loss(features, labels, weights={"identity": 2.5})
+    assert math.isclose(weighted.item(), 2.5 * 0.3 + 0.7, rel_tol=1e-5)
+    assert math.isclose(contrastive_loss(features, labels, weights={}).item(), 0.3 + 0.7, rel_tol=1e-5)
+
+
 def test_contrastive_gradient_is_finite_for_identical_features():
     f = torch.zeros(3, 4, requires_grad=True)
     contrastive_loss({"identity": f}, {"identity": torch.tensor([0, 0, 1])}).backward()

@@ -1,11 +1,13 @@
 """A tiny end-to-end UFE training run (tiny preset): trains, exports, reloads, resumes."""
 
+import pytest
 import torch
 
 from facefactors.config import load_config
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
 from facefactors.train.ufe_data import AlternatingBatches, FaceTensorSet, GroupedBatches
+from facefactors.utils.errors import UserError
 
 
 def synthetic_set(n_id=6, per_id=4, size=32, seed=0):
@@ -123,6 +125,16 @@ def test_adversary_heads_get_their_own_learning_rate():
     head_ids = {id(p) for p in [*recipe.model.others_heads.parameters(), *recipe.model.cross_heads.parameters()]}
     assert {id(p) for p in heads["params"]} == head_ids and len(head_ids) > 0
     assert len(rest["params"]) + len(heads["params"]) == len(list(recipe.model.parameters()))
+
+
+def test_contrastive_weights_must_name_attributes_of_the_data():
+    from facefactors.train.ufe import UFERecipe
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.con_weights={identity: 2}"])
+    assert UFERecipe(cfg, synthetic_set().description).cfg.loss.con_weights == {"identity": 2}
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.con_weights={identiy: 2}"])
+    with pytest.raises(UserError, match=r"loss.con_weights names \['identiy'\], not attributes"):
+        UFERecipe(cfg, synthetic_set().description)
 
 
 def test_independence_loss_waits_for_its_warm_up():

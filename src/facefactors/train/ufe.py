@@ -97,6 +97,9 @@ class UFERecipe(L.LightningModule):
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         check_history_options(cfg.loss)
+        unknown = sorted(set(cfg.loss.con_weights) - set(self.model.attributes))
+        if unknown:
+            raise UserError(f"loss.con_weights names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
     def loss_config(self, step: int) -> UFELossConfig:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,7 @@ def contrastive_loss(
     margin: float = 1.0,
     balanced: bool = False,
     normalize: bool = False,
+    weights: dict[str, float] | None = None,  # per-attribute factors on its term (default 1)
 ) -> torch.Tensor:
     """Eq. 2: y d + (1 - y) max(m - d, 0) with d the L2 distance, over valid pairs i != j.
 
@@ -95,7 +96,7 @@ def contrastive_loss(
       times the pull of one with many (identity, lighting), and takes the trunk early.
     """
     total = None
-    for _, d, valid, same_b in labelled_pairs(features, labels, normalize):
+    for name, d, valid, same_b in labelled_pairs(features, labels, normalize):
         same = same_b.to(d.dtype)
         per_pair = same * d + (1 - same) * F.relu(margin - d)
         if balanced:
@@ -107,6 +108,8 @@ def contrastive_loss(
                 term = term + per_pair[neg].mean()
         else:
             term = per_pair[valid].mean()
+        if weights:
+            term = weights.get(name, 1.0) * term
         total = term if total is None else total + term
     if total is None:
         return next(iter(features.values())).sum() * 0
@@ -334,6 +337,7 @@ def disentanglement_loss(
 class UFELossConfig:
     cls: float = 1.0  # lambda_cls (eq. 6); 0 switches the loss off
     con: float = 1.0  # lambda_con
+    con_weights: dict[str, float] = field(default_factory=dict)  # per-attribute factors on lambda_con, e.g. {identity: 2} (not in the paper)
     rec: float = 100.0  # lambda_rec
     oth: float = 1.0  # lambda_oth
     dis: float = 0.1  # lambda_dis (the value after warm-up / annealing)
@@ -448,7 +452,7 @@ def ufe_losses(
         terms["cls"] = classification_loss(model.classify(features), labels)
         total = total + cfg.cls * terms["cls"]
     if cfg.con > 0:
-        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin, cfg.con_balanced, cfg.con_normalize)
+        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin, cfg.con_balanced, cfg.con_normalize, cfg.con_weights)
         total = total + cfg.con * terms["con"]
         if stats is not None:
             inside = negatives_inside_margin(features, labels, cfg.margin, cfg.con_normalize)
