@@ -147,10 +147,7 @@ def test_independence_loss_waits_for_its_warm_up():
 
 
 def test_history_switches_without_a_history_are_refused():
-    import pytest
-
     from facefactors.train.ufe import UFERecipe
-    from facefactors.utils.errors import UserError
 
     desc = synthetic_set().description
     for overrides, needle in (
