@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from facefactors.experiments.ufe import sample_params_of, true_composite
-from facefactors.experiments.ufe_eval import encode_set, write_features
+from facefactors.experiments.ufe_eval import encode_set, target_check, write_features
 from facefactors.train.ufe import UFEDataConfig
 from facefactors.train.ufe_data import render_world_set, world_a_config
 from facefactors.utils.errors import ConfigError
@@ -132,3 +132,17 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     agree = (p_a["expression"].argmax(1) == p_rec["expression"].argmax(1)).float().mean()
     cosine = (e_a * e_rec).sum(-1).mean()
     assert res["decoder_fidelity"] == pytest.approx({"expression": float(agree), "identity": float(cosine)})
+
+
+def test_target_check_counts_the_off_diagonal_entries_over_the_limit():
+    # rows identity, expression, others; columns identity (chance 0.1), expression (chance 0.5)
+    weak = {"x": ["identity", "expression", "others"], "y": ["identity", "expression"], "chance": [0.1, 0.5],
+            "accuracy": [[0.95, 0.70], [0.12, 0.92], [0.40, 0.50]]}
+    sil = {"x": weak["x"], "y": weak["y"], "silhouette": [[0.35, -0.02], [0.01, 0.50], [0.10, -0.10]]}
+    t = target_check(weak, sil)
+    assert t["weak_diagonal"] == {"identity": 0.95, "expression": 0.92} and t["weak_diagonal_ok"]
+    # 0.70 / 0.5 = 1.4 is under 1.5x chance, 0.12 / 0.1 = 1.2 too; others -> identity 4.0 is over
+    assert t["weak_offdiag_over_limit"] == {"others->identity": 4.0}
+    assert t["weak_offdiag_ratio_sum"] == pytest.approx(1.4 + 1.2 + 4.0 + 1.0)
+    assert not t["weak_offdiag_ok"]
+    assert t["silhouette_diagonal_ok"] and t["silhouette_offdiag_max"] == pytest.approx(0.10) and not t["silhouette_offdiag_ok"]
