@@ -29,3 +29,12 @@ def test_usable_cores_is_positive_and_at_most_the_machine():
     from facefactors.cli.demo import usable_cores
 
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_demo_refuses_a_negative_thread_count_before_any_work(tmp_path):
+    from facefactors.cli.demo import demo
+    from facefactors.utils.errors import UserError
+
+    with pytest.raises(UserError, match="--threads -1"):
+        demo(str(tmp_path / "demo"), preset="tiny", threads=-1)
+    assert not (tmp_path / "demo").exists()

@@ -35,7 +35,11 @@ def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> Non
     from facefactors.experiments import ufe as X
     from facefactors.experiments.rater import ensure_rater
     from facefactors.train.ufe import UFETrainConfig
+    from facefactors.utils.errors import UserError
     from facefactors.utils.io import atomic_write_text
+
+    if threads < 0:
+        raise UserError(f"--threads {threads}: give a thread count >= 1, or 0 for every usable core")
 
     console = Console(stderr=True)
     root = Path(out)
