@@ -26,7 +26,7 @@ def test_demo_sets_its_threads_before_rendering(monkeypatch, tmp_path, threads, 
 def test_usable_cores_is_positive_and_at_most_the_machine():
     import os
 
-    from facefactors.cli.demo import usable_cores
+    from facefactors.utils.device import usable_cores
 
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
 

@@ -8,18 +8,11 @@ study, then writes one report and prints where it is.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+from facefactors.utils.device import usable_cores
 
 
 def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> None:
