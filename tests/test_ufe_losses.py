@@ -140,6 +140,34 @@ def test_disentanglement_loss_is_zero_for_a_consistent_autoencoder():
     assert disentanglement_loss(model, feats).item() == pytest.approx(0.25, abs=1e-6)
 
 
+def test_disentanglement_loss_on_a_subset_of_pairs():
+    # dis_pairs decodes only that many mixes, and its expectation is the full batch's loss.
+    model = tiny_model()
+    decoded = []
+    decode = model.decode
+
+    def counting_decode(features, noise_mode="random"):
+        decoded.append(next(iter(features.values())).shape[0])
+        return decode(features, noise_mode)
+
+    class ConstEncoder(torch.nn.Module):
+        def forward(self, image):
+            return {n: torch.full((image.shape[0], 8), 0.5) for n in model.feature_names}
+
+    model.decode, model.encoder = counting_decode, ConstEncoder()
+    g = torch.Generator().manual_seed(0)
+    feats = {n: torch.rand(8, 8, generator=g) for n in model.feature_names}
+    disentanglement_loss(model, feats, g, pairs=3)
+    assert decoded == [3]
+    disentanglement_loss(model, feats, g, pairs=8)  # all of them: the plain loss
+    assert decoded == [3, 8]
+    same = [disentanglement_loss(model, feats, torch.Generator().manual_seed(s), pairs=p).item() for s, p in ((5, 0), (5, 8), (5, 20))]
+    assert same[0] == same[1] == same[2]
+    full = torch.tensor([disentanglement_loss(model, feats, g).item() for _ in range(300)]).mean()
+    part = torch.tensor([disentanglement_loss(model, feats, g, pairs=2).item() for _ in range(300)]).mean()
+    assert part.item() == pytest.approx(full.item(), rel=0.05)
+
+
 def test_dis_weight_schedules():
     cfg = UFELossConfig(dis=0.1, dis_warmup_steps=10, dis_ramp_steps=10)
     assert dis_weight(0, 100, cfg) == 0.0 and dis_weight(9, 100, cfg) == 0.0
@@ -351,6 +379,52 @@ def test_unbiased_hsic_matches_the_u_statistic():
     # Song et al. 2012: the mean over ordered distinct (i, j, q, r) of k_ij l_ij + k_ij l_qr - 2 k_ij l_iq.
     reference = torch.stack([K[i, j] * L[i, j] + K[i, j] * L[q, r] - 2 * K[i, j] * L[i, q] for i, j, q, r in itertools.permutations(range(n), 4)]).mean()
     assert hsic_unbiased(K, L).item() == pytest.approx(reference.item(), rel=1e-10)
+
+
+def test_batched_hsic_matches_the_pairwise_estimator():
+    from facefactors.train.ufe_losses import hsic_unbiased, hsic_unbiased_pairs, hsic_unbiased_self
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(3, 9, 4, generator=g, dtype=torch.float64)
+    K = f @ f.transpose(1, 2)  # three linear kernels
+    y = torch.randint(0, 3, (2, 9), generator=g)
+    L = (y[:, :, None] == y[:, None, :]).double()  # two delta kernels
+    pairs = hsic_unbiased_pairs(K, L)
+    assert pairs.shape == (3, 2)
+    for a in range(3):
+        for b in range(2):
+            assert pairs[a, b].item() == pytest.approx(hsic_unbiased(K[a], L[b]).item(), rel=1e-12)
+    assert torch.allclose(hsic_unbiased_self(K), torch.stack([hsic_unbiased(k, k) for k in K]), rtol=1e-12)
+
+
+def test_independence_loss_groups_labels_by_the_samples_that_carry_them():
+    # Alternating data sets: world A's labels on the first half, world B's on the second. Each
+    # (subspace, label) pair is computed on the samples with that label, as dependence does.
+    from facefactors.train.ufe_losses import dependence, independence_loss, whitening_matrix
+
+    g = torch.Generator().manual_seed(4)
+    n = 24
+    feats = {k: torch.rand(n, 6, generator=g) for k in ("identity", "age", "others")}
+    a, b = torch.arange(n) < 12, torch.arange(n) >= 12
+    labels = {
+        "identity": torch.where(a, torch.randint(0, 3, (n,), generator=g), -1),
+        "expression": torch.where(a, torch.randint(0, 2, (n,), generator=g), -1),
+        "age": torch.where(b, torch.randint(0, 3, (n,), generator=g), -1),
+        "gender": torch.full((n,), -1),  # nobody: no term
+    }
+    W = {"age": whitening_matrix(torch.rand(200, 6, generator=g), 0.1)}
+    for whitening in (None, W):
+        for hinge in (True, False):
+            terms = []
+            for x, f in feats.items():
+                w = None if whitening is None else whitening.get(x)
+                for y, lab in labels.items():
+                    d = None if y == x else dependence(f, lab, w)
+                    if d is not None:
+                        terms.append(d.clamp(min=0) if hinge else d)
+            assert len(terms) == 7  # 3 subspaces x 3 labels, less age-from-age and gender (unlabelled)
+            expected = torch.stack(terms).mean().item()
+            assert independence_loss(feats, labels, whitening, hinge).item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
 
 
 def test_dependence_is_zero_for_independent_one_for_the_label_and_masks_missing():

@@ -154,6 +154,8 @@ def test_history_switches_without_a_history_are_refused():
         (["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=0"], "loss.independence_whiten"),
         (["loss.adversary_fit=true", "loss.history=0"], "loss.adversary_fit"),
         (["loss.history=-1"], "loss.history"),
+        (["loss.dis_pairs=-1"], "loss.dis_pairs"),
+        (["loss.dis_every=0"], "loss.dis_every"),
     ):
         cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
         with pytest.raises(UserError, match=needle) as err:

@@ -71,9 +71,11 @@ class UFETrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
-def check_history_options(loss: UFELossConfig) -> None:
-    """A clear error for switches that need the feature history but were given none (they
-    would otherwise do nothing, silently)."""
+def check_loss_options(loss: UFELossConfig) -> None:
+    """A clear error for counts out of range and for switches that need the feature history
+    but were given none (they would otherwise do nothing, silently)."""
+    if loss.dis_pairs < 0 or loss.dis_every < 1:
+        raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0:
         raise UserError(f"loss.history ({loss.history}) and loss.whiten_eps ({loss.whiten_eps}) must be >= 0")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
@@ -96,7 +98,7 @@ class UFERecipe(L.LightningModule):
         self.model = UFE(description, cfg.model)
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
-        check_history_options(cfg.loss)
+        check_loss_options(cfg.loss)
         unknown = sorted(set(cfg.loss.con_weights) - set(self.model.attributes))
         if unknown:
             raise UserError(f"loss.con_weights names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
@@ -152,7 +154,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
     """Train (or resume) a UFE run in ``out`` on an endless batch stream; returns the run and model."""
     from facefactors.train.ufe_data import unbatched_loader
 
-    check_history_options(cfg.loss)  # before the run directory is written
+    check_loss_options(cfg.loss)  # before the run directory is written
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
     recipe = UFERecipe(cfg, description, run)
