@@ -425,6 +425,10 @@ def test_independence_loss_groups_labels_by_the_samples_that_carry_them():
             assert len(terms) == 7  # 3 subspaces x 3 labels, less age-from-age and gender (unlabelled)
             expected = torch.stack(terms).mean().item()
             assert independence_loss(feats, labels, whitening, hinge).item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # Per-label factors: identity's terms (from "age" and "others") count three times.
+    weighted = [3 * dependence(feats[x], labels["identity"]) if y == "identity" else dependence(feats[x], labels[y]) for x, y in (("age", "identity"), ("others", "identity"), ("identity", "expression"), ("age", "expression"), ("others", "expression"), ("identity", "age"), ("others", "age"))]
+    got = independence_loss(feats, labels, hinge=False, label_weights={"identity": 3.0})
+    assert got.item() == pytest.approx(torch.stack(weighted).mean().item(), rel=1e-5, abs=1e-7)
 
 
 def test_dependence_is_zero_for_independent_one_for_the_label_and_masks_missing():

@@ -127,13 +127,14 @@ def test_adversary_heads_get_their_own_learning_rate():
     assert len(rest["params"]) + len(heads["params"]) == len(list(recipe.model.parameters()))
 
 
-def test_contrastive_weights_must_name_attributes_of_the_data():
+@pytest.mark.parametrize("option", ["con_weights", "independence_weights"])
+def test_per_attribute_weights_must_name_attributes_of_the_data(option):
     from facefactors.train.ufe import UFERecipe
 
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.con_weights={identity: 2}"])
-    assert UFERecipe(cfg, synthetic_set().description).cfg.loss.con_weights == {"identity": 2}
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.con_weights={identiy: 2}"])
-    with pytest.raises(UserError, match=r"loss.con_weights names \['identiy'\], not attributes"):
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{identity: 2}}"])
+    assert getattr(UFERecipe(cfg, synthetic_set().description).cfg.loss, option) == {"identity": 2}
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{identiy: 2}}"])
+    with pytest.raises(UserError, match=rf"loss.{option} names \['identiy'\], not attributes"):
         UFERecipe(cfg, synthetic_set().description)
 
 

@@ -99,9 +99,10 @@ class UFERecipe(L.LightningModule):
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         check_loss_options(cfg.loss)
-        unknown = sorted(set(cfg.loss.con_weights) - set(self.model.attributes))
-        if unknown:
-            raise UserError(f"loss.con_weights names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
+        for option in ("con_weights", "independence_weights"):
+            unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
+            if unknown:
+                raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
     def loss_config(self, step: int) -> UFELossConfig:

@@ -254,7 +254,11 @@ def whitening_matrix(samples: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
 
 
 def independence_loss(
-    features: Features, labels: dict[str, torch.Tensor], whitening: dict[str, torch.Tensor] | None = None, hinge: bool = True
+    features: Features,
+    labels: dict[str, torch.Tensor],
+    whitening: dict[str, torch.Tensor] | None = None,
+    hinge: bool = True,
+    label_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
     y != x present in the batch, of dependence(f_x, y), with f_x whitened by ``whitening[x]``
@@ -266,7 +270,10 @@ def independence_loss(
     reads y from f_x when the class means of f_x differ, which is what the linear-kernel HSIC
     measures (the between-class scatter of f_x). Unlike the adversarial heads of eq. 4 it
     has no opponent to out-learn and sends no gradient into other subspaces' features. The world
-    samples its factors independently, so on it the independence it asks for is the truth."""
+    samples its factors independently, so on it the independence it asks for is the truth.
+
+    ``label_weights`` multiplies the terms of a label y (default 1), e.g. {identity: 3} to
+    press harder on identity read from the other subspaces."""
     # Samples that carry a label: all of a batch for the labels of its data set. Labels with
     # the same carriers share the feature kernels, so each group is one batched computation.
     groups: dict[bytes, list[str]] = {}
@@ -296,8 +303,10 @@ def independence_loss(
         plain = cross / (feature_norm[:, None] * label_norm[None, :]).sqrt()  # debiased CKA, see dependence
         d = torch.where(whitened[:, None], cross / label_norm[None, :].sqrt(), plain)
         other = torch.tensor([[x != y for y in ys] for x in names], device=first.device)
-        d = d[other]
-        terms.append(d.clamp(min=0) if hinge else d)
+        d = d.clamp(min=0) if hinge else d
+        if label_weights:
+            d = d * torch.tensor([label_weights.get(y, 1.0) for y in ys], dtype=d.dtype, device=d.device)[None, :]
+        terms.append(d[other])
     if not terms:
         return first.sum() * 0
     return torch.cat(terms).mean()
@@ -420,6 +429,7 @@ class UFELossConfig:
     whiten_eps: float = 0.01  # ridge of that whitening, relative to the mean eigenvalue
     independence_hinge: bool = True  # L_ind of max(0, dependence) per pair; False: the signed, unbiased value
     independence_warmup_steps: int = 0  # L_ind is off before this step (the heads learn their own labels first)
+    independence_weights: dict[str, float] = field(default_factory=dict)  # per-label factors on L_ind's terms, e.g. {identity: 3}
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -534,7 +544,7 @@ def ufe_losses(
         whitening = None
         if cfg.independence_whiten and kept is not None:
             whitening = {n: whitening_matrix(f, cfg.whiten_eps) for n, f in kept[0].items()}
-        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge)
+        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
