@@ -2,17 +2,22 @@
 
 Prints the device and threads, the machine's float32 matmul peak (a timed 2048^3 matmul), and
 at 64x64 (quick preset) and 128x128 (full preset):
-* training images/s (one full L_full step incl. L_dis, batch 32, with the layout and optimiser training uses),
+* training images/s (one L_full step, batch 32, with the layout and optimiser training uses) in
+  each phase of the preset's schedule (before L_ind, with L_ind, with L_ind and L_dis), and the
+  training time these make over the preset's steps (the phases' step counts times their times),
 * encoding images/s: batch-1 latency and batch-64 throughput (encoder E alone, no grad),
 each with achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the peak.
 The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
 
-    python bench/ufe.py [--device auto] [--repeats 5] [--presets quick,full] [--layout preset|nchw]
+and L_ind alone, batched as training computes it against a loop of per-pair ``dependence`` calls.
+
+    python bench/ufe.py [--device auto] [--repeats 5] [--presets quick,full] [--layout preset|nchw] [--set loss.dis_pairs=0 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import torch
 from timing import matmul_peak as shared_matmul_peak
@@ -24,7 +29,15 @@ from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.ufe import UFE
 from facefactors.train.common import adam
 from facefactors.train.ufe import UFETrainConfig
-from facefactors.train.ufe_losses import ufe_losses
+from facefactors.train.ufe_losses import (
+    FeatureHistory,
+    UFELossConfig,
+    dependence,
+    dis_weight,
+    independence_loss,
+    ufe_losses,
+    whitening_matrix,
+)
 from facefactors.utils.device import resolve_device
 
 
@@ -56,8 +69,49 @@ def world_a_description(image_size: int) -> DatasetDescription:
     )
 
 
-def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: str = "preset") -> None:
-    cfg = load_config(UFETrainConfig, "ufe", preset)
+def schedule_phases(cfg: UFETrainConfig) -> dict[str, tuple[int, UFELossConfig, float]]:
+    """The preset's steps grouped by what a step computes: {phase: (number of steps, loss
+    config, lambda_dis)}, following train/ufe.py (L_ind after its warm-up; L_dis from its
+    warm-up on every ``dis_every``-th step). lambda_dis only scales a term, so each phase is
+    timed at the weight of its first step."""
+    phases: dict[str, tuple[int, UFELossConfig, float]] = {}
+    for step in range(cfg.trainer.max_steps):
+        independence = cfg.loss.independence if step >= cfg.loss.independence_warmup_steps else 0.0
+        dis_lambda = dis_weight(step, cfg.trainer.max_steps, cfg.loss)
+        if cfg.loss.dis_every > 1 and step % cfg.loss.dis_every:
+            dis_lambda = 0.0
+        parts = [p for p, on in (("L_ind", independence > 0), ("L_dis", dis_lambda > 0)) if on]
+        name = "with " + " and ".join(parts) if parts else "without L_ind and L_dis"
+        count, loss, lam = phases.get(name, (0, replace(cfg.loss, independence=independence), dis_lambda))
+        phases[name] = (count + 1, loss, lam)
+    return phases
+
+
+def bench_independence(preset: str, cfg: UFETrainConfig, history: FeatureHistory | None, device: torch.device, repeats: int) -> None:
+    """L_ind's forward and backward on one batch: batched (training) vs one ``dependence`` per pair."""
+    if history is None or not len(history) or cfg.loss.independence <= 0:
+        return
+    kept, kept_labels = history.stacked()
+    whitening = {n: whitening_matrix(f, cfg.loss.whiten_eps) for n, f in kept.items()} if cfg.loss.independence_whiten else None
+    features = {n: f[-32:].clone().requires_grad_(True) for n, f in kept.items()}
+    labels = {k: v[-32:] for k, v in kept_labels.items()}
+
+    def batched():
+        independence_loss(features, labels, whitening, cfg.loss.independence_hinge).backward()
+
+    def per_pair():
+        terms = [dependence(f, lab, None if whitening is None else whitening[x]) for x, f in features.items() for y, lab in labels.items() if y != x]
+        torch.stack([t for t in terms if t is not None]).mean().backward()
+
+    t_batched = timeit(batched, device, repeats * 10)
+    t_pairs = timeit(per_pair, device, repeats * 10)
+    t_whiten = timeit(lambda: {n: whitening_matrix(f, cfg.loss.whiten_eps) for n, f in kept.items()}, device, repeats * 4) if whitening else 0.0
+    print(f"[{preset}] L_ind forward+backward, batch 32: batched {1000 * t_batched:.1f} ms, one dependence per pair {1000 * t_pairs:.1f} ms; "
+          f"whitening from {len(history)} kept batches {1000 * t_whiten:.1f} ms")
+
+
+def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: str = "preset", overrides=()) -> None:
+    cfg = load_config(UFETrainConfig, "ufe", preset, list(overrides))
     size = cfg.model.image_size
     model = UFE(world_a_description(size), cfg.model).to(device)
     if layout == "nchw":
@@ -70,16 +124,30 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: 
     labels = {"identity": torch.arange(B, device=device) // 4, "expression": torch.arange(B, device=device) % 6,
               "lighting": torch.arange(B, device=device) % 20, "pose": torch.arange(B, device=device) % 2}
 
-    def step():
-        total, _ = ufe_losses(model, x, labels, cfg.loss, dis_lambda=0.1)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+    history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None  # L_ind whitens with it, as in training
 
-    f_step = flops(step)
-    t_step = timeit(step, device, max(2, repeats // 2), warmup=1)
+    def make_step(loss: UFELossConfig, dis_lambda: float):
+        def step():
+            total, _ = ufe_losses(model, x, labels, loss, dis_lambda, history=history)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+
+        return step
+
     layout_name = "channels-last" if cfg.trainer.channels_last else "NCHW"
-    print(f"[{preset} {size}x{size}] train (batch {B}, all 5 losses, {layout_name}): {B / t_step:8.1f} img/s  {f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
+    projected = 0.0
+    for name, (count, loss, dis_lambda) in schedule_phases(cfg).items():
+        step = make_step(loss, dis_lambda)
+        while history is not None and len(history) < cfg.loss.history:  # full, as after training's first steps
+            step()
+        f_step = flops(step)
+        t_step = timeit(step, device, max(2, repeats // 2), warmup=1)
+        projected += count * t_step
+        print(f"[{preset} {size}x{size}] train, {name} ({count} of {cfg.trainer.max_steps} steps; batch {B}, {layout_name}): {B / t_step:8.1f} img/s  "
+              f"{f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
+    print(f"[{preset} {size}x{size}] training time these make over the preset's {cfg.trainer.max_steps} steps: {projected:.0f} s ({projected / 60:.1f} min; without data loading, logging and checkpoints)")
+    bench_independence(preset, cfg, history, device, repeats)
 
     model = model.to(memory_format=torch.contiguous_format).eval()  # inference (predict, experiments) runs NCHW
     threads = torch.get_num_threads()
@@ -107,12 +175,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--presets", default="quick,full")
     ap.add_argument("--layout", choices=("preset", "nchw"), default="preset", help="train step in the preset's layout (channels-last) or NCHW")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override, as `facefactors ufe train --set`")
     args = ap.parse_args()
     device = resolve_device(args.device)
     peak = matmul_peak(device)
     print(f"device {device} | torch {torch.__version__} | threads {torch.get_num_threads()} | float32 matmul peak {peak:.1f} GFLOP/s")
     for p in args.presets.split(","):
-        bench(p, device, args.repeats, peak, args.layout)
+        bench(p, device, args.repeats, peak, args.layout, args.overrides)
 
 
 if __name__ == "__main__":
