@@ -16,12 +16,12 @@ from facefactors.utils.device import usable_cores
 
 
 def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> None:
-    """Train, evaluate and report the UFE on the face world (about 23 minutes on 2 CPU cores).
+    """Train, evaluate and report the UFE on the face world (about 20 minutes on 2 CPU cores).
 
     ``threads``: torch threads for every step; 0 = all usable cores. The presets hold one
     thread, because runs started side by side on a 2-core machine crawl with two each; the demo
-    runs one job at a time, and with both of 2 cores its UFE training takes 10 minutes instead
-    of 15 (docs/results.md, 2026-12-03)."""
+    runs one job at a time, and with both of 2 cores its UFE training takes 8.4 minutes
+    (docs/results.md, 2026-12-03)."""
     from rich.console import Console
 
     from facefactors.config import load_config
