@@ -5,11 +5,11 @@ at 64x64 (quick preset) and 128x128 (full preset):
 * training images/s (one L_full step, batch 32, with the layout and optimiser training uses) in
   each phase of the preset's schedule (before L_ind, with L_ind, with L_ind and L_dis), and the
   training time these make over the preset's steps (the phases' step counts times their times),
+* L_ind's forward and backward alone, batched as training computes it, against one
+  ``dependence`` call per (subspace, label) pair, and the whitening it needs,
 * encoding images/s: batch-1 latency and batch-64 throughput (encoder E alone, no grad),
 each with achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter) as a fraction of the peak.
 The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
-
-and L_ind alone, batched as training computes it against a loop of per-pair ``dependence`` calls.
 
     python bench/ufe.py [--device auto] [--repeats 5] [--presets quick,full] [--layout preset|nchw] [--set loss.dis_pairs=0 ...]
 """
@@ -101,7 +101,8 @@ def bench_independence(preset: str, cfg: UFETrainConfig, history: FeatureHistory
 
     def per_pair():
         terms = [dependence(f, lab, None if whitening is None else whitening[x]) for x, f in features.items() for y, lab in labels.items() if y != x]
-        torch.stack([t for t in terms if t is not None]).mean().backward()
+        terms = [t.clamp(min=0) if cfg.loss.independence_hinge else t for t in terms if t is not None]
+        torch.stack(terms).mean().backward()
 
     t_batched = timeit(batched, device, repeats * 10)
     t_pairs = timeit(per_pair, device, repeats * 10)
