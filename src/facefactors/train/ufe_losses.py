@@ -212,7 +212,8 @@ def dependence(feature: torch.Tensor, label: torch.Tensor, whitening: torch.Tens
     about 0 when the label cannot be read linearly from the feature. None when fewer than 4
     samples or fewer than 2 classes carry the label. Kernels: linear on the feature, "same
     class" on the label; HSIC is the unbiased estimator, so chance dependence in a small batch
-    is not penalised.
+    is not penalised. :func:`independence_loss` computes every (subspace, label) pair of a batch
+    at once; this one-pair form is its definition and the reference its tests compare with.
 
     * Without ``whitening``: debiased CKA, HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)), in
       about [-0.1, 1], 1 when the feature is the one-hot label. The denominator is detached,
@@ -231,7 +232,7 @@ def dependence(feature: torch.Tensor, label: torch.Tensor, whitening: torch.Tens
     if int(y.unique().numel()) < 2:
         return None
     f = f - f.mean(0, keepdim=True)
-    L = (y[:, None] == y[None, :]).to(f.dtype)  # (n, n) delta kernel
+    L = _delta_kernel(y).to(f.dtype)
     if whitening is not None:
         f = f @ whitening.to(f.dtype)
         K = f @ f.T
