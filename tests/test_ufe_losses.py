@@ -240,6 +240,11 @@ def test_rec_gradient_through_others_can_differ_from_the_attributes():
     cfg = UFELossConfig(rec_to_encoder=0.1, rec_encoder_warmup_steps=5, rec_others_to_encoder=1.0)
     assert rec_to_encoder(0, cfg) == {"others": 1.0, "*": 0.0}  # "others" learns from the first step
     assert rec_to_encoder(5, cfg) == {"others": 1.0, "*": 0.1}
+    # Single features can have their own factor, at every step.
+    cfg = UFELossConfig(rec_to_encoder=0.1, rec_encoder_warmup_steps=5, rec_feature_factors={"pose": 0.0})
+    assert rec_to_encoder(0, cfg) == {"pose": 0.0, "*": 0.0} and rec_to_encoder(5, cfg) == {"pose": 0.0, "*": 0.1}
+    cfg = UFELossConfig(rec_to_encoder=0.1, rec_others_to_encoder=1.0, rec_feature_factors={"identity": 0.0})
+    assert rec_to_encoder(0, cfg) == {"others": 1.0, "identity": 0.0, "*": 0.1}
     torch.manual_seed(0)
     model = tiny_model()
     image = torch.rand(4, 3, 32, 32)

@@ -164,3 +164,14 @@ def test_history_switches_without_a_history_are_refused():
         assert "\n" not in str(err.value)
     # Whitening switched on but L_ind off needs no history; nor does the paper's form.
     UFERecipe(load_config(UFETrainConfig, "ufe", "tiny", ["loss.independence_whiten=true"]), desc)
+
+
+def test_rec_feature_factors_must_name_features_of_the_model():
+    from facefactors.train.ufe import UFERecipe
+
+    desc = synthetic_set().description
+    UFERecipe(load_config(UFETrainConfig, "ufe", "tiny", ["loss.rec_feature_factors={others: 0.5}"]), desc)
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.rec_feature_factors={poes: 0}"])
+    with pytest.raises(UserError, match=r"loss.rec_feature_factors names \['poes'\], not features") as err:
+        UFERecipe(cfg, desc)
+    assert "\n" not in str(err.value)

@@ -103,6 +103,9 @@ class UFERecipe(L.LightningModule):
             unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
             if unknown:
                 raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
+        unknown = sorted(set(cfg.loss.rec_feature_factors) - set(self.model.feature_names))
+        if unknown:
+            raise UserError(f"loss.rec_feature_factors names {unknown}, not features of this model; known: {list(self.model.feature_names)}")
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
 
     def loss_config(self, step: int) -> UFELossConfig:

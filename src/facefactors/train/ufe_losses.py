@@ -442,6 +442,9 @@ class UFELossConfig:
     # D can only paint their average (blurred reconstructions). < 0: the same factor and warm-up
     # as the attribute features; >= 0: this factor through "others" from the first step.
     rec_others_to_encoder: float = -1.0
+    # Factors for single features, overriding the two above at every step, e.g. {pose: 0}: the
+    # pose feature needs one bit, and L_rec can fill its other dimensions with appearance.
+    rec_feature_factors: dict[str, float] = field(default_factory=dict)
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
@@ -480,12 +483,13 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
     """Factor on the gradient L_rec sends into the encoder: 0 for ``rec_encoder_warmup_steps``,
-    then ``cfg.rec_to_encoder``; with ``rec_others_to_encoder >= 0`` a dict
-    ``{"others": that factor, "*": the attribute features' factor}``."""
+    then ``cfg.rec_to_encoder``; with ``rec_others_to_encoder >= 0`` or ``rec_feature_factors``
+    a dict ``{"others": that factor, feature: its factor, ..., "*": the other features' factor}``."""
     attributes = 0.0 if step < cfg.rec_encoder_warmup_steps else cfg.rec_to_encoder
-    if cfg.rec_others_to_encoder < 0:
+    if cfg.rec_others_to_encoder < 0 and not cfg.rec_feature_factors:
         return attributes
-    return {OTHERS: cfg.rec_others_to_encoder, "*": attributes}
+    factors = {OTHERS: cfg.rec_others_to_encoder} if cfg.rec_others_to_encoder >= 0 else {}
+    return {**factors, **cfg.rec_feature_factors, "*": attributes}
 
 
 def ufe_losses(
