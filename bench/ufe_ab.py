@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from dataclasses import fields, replace
@@ -31,8 +32,8 @@ from facefactors.train.ufe import UFETrainConfig
 def load_losses(path: str):
     """Another version of ``ufe_losses.py`` as a module of its own (it imports the rest of facefactors from this tree)."""
     spec = importlib.util.spec_from_file_location("ufe_losses_a", path)
-    if spec is None or spec.loader is None:
-        sys.exit(f"{path}: not a Python file; give the ufe_losses.py of another checkout")
+    if not os.path.isfile(path) or spec is None or spec.loader is None:
+        sys.exit(f"{path}: no such Python file; give the ufe_losses.py of another checkout")
     module = importlib.util.module_from_spec(spec)
     sys.modules["ufe_losses_a"] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from facefactors.utils.device import usable_cores
+from facefactors.utils.device import apply_threads, usable_cores
 
 
 def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> None:
@@ -40,8 +40,6 @@ def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> Non
     cfg = load_config(UFETrainConfig, "ufe", preset)
     cfg.data.cache = str(root / "cache")
     cfg.trainer.threads = threads if threads > 0 else usable_cores()
-    from facefactors.utils.device import apply_threads
-
     apply_threads(cfg.trainer.threads)  # rendering and evaluation too, not only training
     timings = {}
 

@@ -299,10 +299,11 @@ def independence_loss(
         K = torch.stack(K)
         cross = hsic_unbiased_pairs(K, L)  # (subspaces, labels)
         label_norm = hsic_unbiased_self(L).clamp(min=1e-12)
-        feature_norm = hsic_unbiased_self(K.detach()).clamp(min=1e-12)
         whitened = torch.tensor([whitening is not None and whitening.get(x) is not None for x in names], device=first.device)
-        plain = cross / (feature_norm[:, None] * label_norm[None, :]).sqrt()  # debiased CKA, see dependence
-        d = torch.where(whitened[:, None], cross / label_norm[None, :].sqrt(), plain)
+        d = cross / label_norm[None, :].sqrt()
+        if not bool(whitened.all()):  # debiased CKA for the unwhitened subspaces, see dependence
+            feature_norm = hsic_unbiased_self(K.detach()).clamp(min=1e-12)
+            d = torch.where(whitened[:, None], d, d / feature_norm[:, None].sqrt())
         other = torch.tensor([[x != y for y in ys] for x in names], device=first.device)
         d = d.clamp(min=0) if hinge else d
         if label_weights:
