@@ -111,6 +111,30 @@ def test_ablations_add_cross_and_independence_only_when_the_config_uses_them():
 
 
 
+@pytest.mark.parametrize("preset", ["tiny", "quick", "standard", "full"])
+def test_expression_only_baseline_is_trained_by_the_classification_loss_alone(preset):
+    from facefactors.experiments.ufe import expression_only_config
+    from facefactors.train.ufe import UFERecipe
+    from facefactors.train.ufe_losses import dis_weight, ufe_losses
+
+    # A config that adds every loss the paper does not have must still give a plain classifier.
+    extra = ["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=4", "loss.saturation=0.1", "loss.cross=1", "loss.adversary_fit=true"]
+    cfg = expression_only_config(preset, extra)
+    assert cfg.model.attributes == ["expression"] and cfg.loss.cls == 1.0
+    if preset != "tiny":  # the presets' own extra losses are off too
+        assert [cfg.loss.con, cfg.loss.rec, cfg.loss.oth, cfg.loss.dis, cfg.loss.cross, cfg.loss.independence] == [0.0] * 6
+        return
+    data = synthetic_set()
+    recipe = UFERecipe(cfg, data.description.restrict(["expression"], "expression-only"))
+    batch = data.subset(torch.arange(8))
+    features = recipe.model.encode(batch.images.float() / 255)
+    assert set(features) == {"expression", "others"}
+    # identity's labels are in the batch, as in training: L_ind would use them if it were on.
+    labels = {"identity": batch.labels["identity"], "expression": batch.labels["expression"]}
+    total, terms = ufe_losses(recipe.model, batch.images.float() / 255, labels, recipe.loss_config(10**6), dis_weight(10**6, 10**6, cfg.loss), history=recipe.history)
+    assert set(terms) == {"cls"} and torch.isclose(total, terms["cls"])
+
+
 def test_adversary_heads_get_their_own_learning_rate():
     from facefactors.train.ufe import UFERecipe
 
