@@ -564,6 +564,33 @@ def test_whitened_dependence_sees_a_label_in_a_direction_of_small_variance():
     assert independence_loss(feats, labels, {"identity": W}).item() == pytest.approx((whitened + max(plain, 0)) / 2, rel=1e-5)
 
 
+def test_standardised_whitening_sees_a_label_beside_one_dominant_direction():
+    # A pose feature: 60 coordinates flip between 0 and 1 with the pose (one direction of large
+    # variance); 4 coordinates vary by ~0.01-0.02 and one of them with identity. The ridge relative
+    # to the mean eigenvalue hides identity; standardising first, as the weak classifier does,
+    # does not.
+    from facefactors.train.ufe_losses import dependence, whitening_matrix
+
+    g = torch.Generator().manual_seed(1)
+    n = 512
+    pose = torch.randint(0, 2, (n,), generator=g)
+    identity = torch.randint(0, 8, (n,), generator=g)
+    f = torch.cat([pose[:, None].float().expand(n, 60) + 0.01 * torch.randn(n, 60, generator=g), 0.5 + 0.01 * torch.randn(n, 4, generator=g)], 1)
+    f[:, 60] += 0.04 * (identity.float() / 7 - 0.5)
+    plain_ridge = whitening_matrix(f, eps=0.1)
+    standardised = whitening_matrix(f, eps=0.1, std_floor=0.01)
+    batches = [slice(s, s + 64) for s in range(0, n, 64)]
+    hidden = sum(dependence(f[b], identity[b], plain_ridge).item() for b in batches) / len(batches)
+    seen = sum(dependence(f[b], identity[b], standardised).item() for b in batches) / len(batches)
+    assert hidden < 0.03 and seen > 0.12, (hidden, seen)  # measured: -0.01 and 0.19
+    # The standardised whitening is the plain one of the standardised samples, scaled back.
+    s = f.double().std(0)
+    assert torch.allclose(standardised, whitening_matrix(f / s, eps=0.1).double() / s[:, None], atol=1e-8)
+    # The floor: a constant coordinate is not divided by zero.
+    f[:, 63] = 0.5
+    assert torch.isfinite(whitening_matrix(f, eps=0.1, std_floor=0.01)).all()
+
+
 def test_independence_whitening_uses_the_history():
     from facefactors.train.ufe_losses import FeatureHistory
 

@@ -179,6 +179,7 @@ def test_history_switches_without_a_history_are_refused():
         (["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=0"], "loss.independence_whiten"),
         (["loss.adversary_fit=true", "loss.history=0"], "loss.adversary_fit"),
         (["loss.history=-1"], "loss.history"),
+        (["loss.whiten_std_floor=-0.1"], "loss.whiten_std_floor"),
         (["loss.dis_pairs=-1"], "loss.dis_pairs"),
         (["loss.dis_every=0"], "loss.dis_every"),
     ):

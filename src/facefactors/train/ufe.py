@@ -76,8 +76,8 @@ def check_loss_options(loss: UFELossConfig) -> None:
     but were given none (they would otherwise do nothing, silently)."""
     if loss.dis_pairs < 0 or loss.dis_every < 1:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
-    if loss.history < 0 or loss.whiten_eps < 0:
-        raise UserError(f"loss.history ({loss.history}) and loss.whiten_eps ({loss.whiten_eps}) must be >= 0")
+    if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
+        raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"

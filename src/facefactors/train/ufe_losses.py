@@ -242,16 +242,32 @@ def dependence(feature: torch.Tensor, label: torch.Tensor, whitening: torch.Tens
     return hsic_unbiased(K, L) / norm
 
 
-def whitening_matrix(samples: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+def whitening_matrix(samples: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0) -> torch.Tensor:
     """(C + eps mean(eig C) I)^(-1/2) for the covariance C of ``samples`` (N, D), detached.
 
     The ridge keeps directions of almost no variance (saturated coordinates) from being
-    amplified without bound."""
+    amplified without bound. It is relative to the mean eigenvalue, so a subspace whose variance
+    sits in one large direction (a pose feature: its coordinates flip between 0 and 1 with the
+    two poses) gets a ridge far above the variance of its other coordinates, which the whitening
+    then all but hides.
+
+    With ``std_floor`` > 0 each coordinate is first divided by its standard deviation (at least
+    ``std_floor``), as the weak classifier's StandardScaler does, and the ridge is relative to
+    the correlation matrix (mean eigenvalue 1): returns diag(1/s) (R + eps I)^(-1/2), so a
+    coordinate that varies by 0.01 counts as much as one that varies by 0.5, down to the floor.
+    Measured on a quick run whose pose feature held identity (read at 0.33): 15 coordinates with
+    standard deviations 0.01-0.05 carried it, and the whitened between-identity scatter of the
+    feature was 0.23 without the standardisation and 3.1 with it (docs/design-notes.md)."""
     x = samples.detach().double()
+    scale = None
+    if std_floor > 0:
+        scale = x.std(0).clamp(min=std_floor)
+        x = x / scale
     C = torch.cov(x.T)
     e, V = torch.linalg.eigh(C)
     e = e.clamp(min=0) + eps * e.clamp(min=0).mean() + 1e-12
-    return (V * e.rsqrt()) @ V.T  # (D, D)
+    W = (V * e.rsqrt()) @ V.T  # (D, D)
+    return W if scale is None else W / scale[:, None]
 
 
 def independence_loss(
@@ -429,6 +445,7 @@ class UFELossConfig:
     adversary_lr: float = 1.0  # learning-rate factor of those heads (not in the paper; 1 = the paper)
     independence_whiten: bool = False  # L_ind on features whitened by the kept batches' covariance (see dependence)
     whiten_eps: float = 0.01  # ridge of that whitening, relative to the mean eigenvalue
+    whiten_std_floor: float = 0.0  # > 0: standardise each coordinate (std at least this) before whitening (see whitening_matrix)
     independence_hinge: bool = True  # L_ind of max(0, dependence) per pair; False: the signed, unbiased value
     independence_warmup_steps: int = 0  # L_ind is off before this step (the heads learn their own labels first)
     independence_weights: dict[str, float] = field(default_factory=dict)  # per-label factors on L_ind's terms, e.g. {identity: 3}
@@ -549,7 +566,7 @@ def ufe_losses(
     if cfg.independence > 0:
         whitening = None
         if cfg.independence_whiten and kept is not None:
-            whitening = {n: whitening_matrix(f, cfg.whiten_eps) for n, f in kept[0].items()}
+            whitening = {n: whitening_matrix(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
         terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
