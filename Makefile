@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/ufe.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

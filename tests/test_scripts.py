@@ -1,0 +1,26 @@
+"""Command-line analysis scripts in scripts/: they run and report what they claim to."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ufe_leak_finds_a_label_in_coordinates_of_small_spread(tmp_path):
+    # 6 coordinates flip with the pose; one of two near-constant coordinates carries identity.
+    rng = np.random.default_rng(0)
+    n = 240
+    pose, identity = rng.integers(0, 2, n), np.repeat(np.arange(8), n // 8)
+    f = np.concatenate([np.repeat(pose[:, None], 6, 1) + 0.1 * rng.standard_normal((n, 6)), 0.5 + 0.002 * rng.standard_normal((n, 2))], 1)
+    f[:, 6] += 0.05 * identity / 7
+    np.savez(tmp_path / "features.npz", **{"features/pose": f, "labels/identity": identity})
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ufe_leak.py"), str(tmp_path / "features.npz")], capture_output=True, text=True, check=True).stdout
+    small = float(re.search(r"std <= 0.05 2: ([0-9.]+)", out).group(1))
+    large = float(re.search(r"std > 0.05 6: ([0-9.]+)", out).group(1))
+    assert small > 0.5 and large < 0.3  # identity (chance 0.125) is in the two small coordinates only
+    hidden, seen = (float(v) for v in re.findall(r"std_floor [0-9.]+: between ([0-9.]+)", out))
+    assert seen > 5 * hidden  # the standardised whitening sees what the ridge hides
