@@ -37,7 +37,15 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="the whitening's ridge (loss.whiten_eps)")
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
     args = parser.parse_args()
-    data = np.load(args.features)
+    try:
+        data = np.load(args.features)
+    except (OSError, ValueError) as e:
+        parser.error(f"{args.features}: not a readable features.npz ({e}); give the one `facefactors ufe experiment world_a` writes")
+    keys = set(data.files)
+    for key in (f"features/{args.feature}", f"labels/{args.label}"):
+        if key not in keys:
+            known = sorted(k.split("/", 1)[1] for k in keys if k.startswith(key.split("/")[0] + "/"))
+            parser.error(f"{args.features} has no {key}; known: {known}")
     f = data[f"features/{args.feature}"].astype(np.float64)
     y = data[f"labels/{args.label}"]
     print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")

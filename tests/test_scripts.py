@@ -24,3 +24,11 @@ def test_ufe_leak_finds_a_label_in_coordinates_of_small_spread(tmp_path):
     assert small > 0.5 and large < 0.3  # identity (chance 0.125) is in the two small coordinates only
     hidden, seen = (float(v) for v in re.findall(r"std_floor [0-9.]+: between ([0-9.]+)", out))
     assert seen > 5 * hidden  # the standardised whitening sees what the ridge hides
+
+
+def test_ufe_leak_names_the_file_and_the_fix_on_bad_input(tmp_path):
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    np.savez(tmp_path / "features.npz", **{"features/pose": np.zeros((4, 2)), "labels/identity": np.zeros(4)})
+    for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: not a readable features.npz"), ([str(tmp_path / "features.npz"), "--feature", "pse"], "has no features/pse; known: ['pose']")):
+        err = subprocess.run([sys.executable, script, *args], capture_output=True, text=True).stderr
+        assert needle in err and "Traceback" not in err
