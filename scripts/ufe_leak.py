@@ -17,8 +17,10 @@ import argparse
 import numpy as np
 import torch
 
+from facefactors.metrics.features import load_features
 from facefactors.metrics.subspace import cv_accuracy
 from facefactors.train.ufe_losses import whitening_matrix
+from facefactors.utils.errors import UserError
 
 
 def between_share(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -38,16 +40,14 @@ def main() -> None:
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
     args = parser.parse_args()
     try:
-        data = np.load(args.features)
-    except (OSError, ValueError) as e:
-        parser.error(f"{args.features}: not a readable features.npz ({e}); give the one `facefactors ufe experiment world_a` writes")
-    keys = set(data.files)
-    for key in (f"features/{args.feature}", f"labels/{args.label}"):
-        if key not in keys:
-            known = sorted(k.split("/", 1)[1] for k in keys if k.startswith(key.split("/")[0] + "/"))
-            parser.error(f"{args.features} has no {key}; known: {known}")
-    f = data[f"features/{args.feature}"].astype(np.float64)
-    y = data[f"labels/{args.label}"]
+        data = load_features(args.features)  # a run's features.npz or its folder; one-line errors
+    except UserError as e:
+        parser.error(str(e))
+    for kind, name, known in (("features", args.feature, data.features), ("labels", args.label, data.labels)):
+        if name not in known:
+            parser.error(f"{data.source} has no {kind}/{name}; known: {sorted(known)}")
+    f = data.features[args.feature].astype(np.float64)
+    y = data.labels[args.label]
     print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")
     std = f.std(0)
     for t in (0.01, 0.05, 0.1):

@@ -29,6 +29,6 @@ def test_ufe_leak_finds_a_label_in_coordinates_of_small_spread(tmp_path):
 def test_ufe_leak_names_the_file_and_the_fix_on_bad_input(tmp_path):
     script = str(ROOT / "scripts" / "ufe_leak.py")
     np.savez(tmp_path / "features.npz", **{"features/pose": np.zeros((4, 2)), "labels/identity": np.zeros(4)})
-    for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: not a readable features.npz"), ([str(tmp_path / "features.npz"), "--feature", "pse"], "has no features/pse; known: ['pose']")):
+    for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: no such file or directory"), ([str(tmp_path / "features.npz"), "--feature", "pse"], "has no features/pse; known: ['pose']")):
         err = subprocess.run([sys.executable, script, *args], capture_output=True, text=True).stderr
         assert needle in err and "Traceback" not in err
