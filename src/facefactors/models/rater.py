@@ -70,6 +70,16 @@ class Rater(nn.Module):
         logits = {n: self.heads[n](h) for n in self.factors}  # {n: (B, C_n)}
         return logits, F.normalize(self.embed(h), dim=-1)  # (B, E), unit norm
 
+    def feature_maps(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's activations, the stem's and then each down block's (B, C_l, H_l, W_l):
+        what a perceptual loss compares (:mod:`facefactors.train.perceptual`)."""
+        x = self.trunk.stem(image)
+        maps = [x]
+        for block in self.trunk.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
     def identity_logits(self, embedding: torch.Tensor) -> torch.Tensor:
         """Cosine-softmax logits over the training identities (B, N_id)."""
         return self.config.cosine_scale * embedding @ F.normalize(self.identity_centres, dim=-1).t()

@@ -8,6 +8,7 @@ cyclic annealing for multi-data-set training). The data come from
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -73,11 +74,19 @@ class UFETrainConfig:
 
 def check_loss_options(loss: UFELossConfig) -> None:
     """A clear error for counts out of range and for switches that need the feature history
-    but were given none (they would otherwise do nothing, silently)."""
+    (or the perceptual network) but were given none (they would otherwise do nothing, silently)."""
     if loss.dis_pairs < 0 or loss.dis_every < 1:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
+    if loss.perceptual < 0:
+        raise UserError(f"loss.perceptual ({loss.perceptual}) must be >= 0 (0 = off)")
+    if loss.perceptual > 0 and not loss.perceptual_net:
+        raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
+                        "`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, or set loss.perceptual=0")
+    if loss.perceptual > 0 and not Path(loss.perceptual_net).is_dir():
+        raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
+                        f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or set loss.perceptual=0")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"
@@ -107,6 +116,13 @@ class UFERecipe(L.LightningModule):
         if unknown:
             raise UserError(f"loss.rec_feature_factors names {unknown}, not features of this model; known: {list(self.model.feature_names)}")
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
+        self.perceptual = None  # a frozen network: in the trainer's checkpoints, not in the UFE's weights
+        if cfg.loss.perceptual > 0:
+            from facefactors.train.perceptual import load_perceptual
+
+            self.perceptual = load_perceptual(cfg.loss.perceptual_net, cfg.data.zoom)
+            # Lightning warns of modules in eval mode at the start of fit: this one is meant to be
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
     def loss_config(self, step: int) -> UFELossConfig:
         """The loss weights in effect at ``step``: L_ind is off during its warm-up."""
@@ -122,7 +138,7 @@ class UFERecipe(L.LightningModule):
         rec_grad = rec_to_encoder(step, self.cfg.loss)
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history, self.perceptual)
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)

@@ -11,13 +11,15 @@ Departures from the paper, each a switch whose default is the paper's form (docs
 :func:`contrastive_loss`); ``cross`` adds L_x, eq. 4 applied between the labelled subspaces
 (see :func:`cross_loss`); ``saturation`` adds L_sat, which keeps the features off the flat ends
 of their sigmoids (see :func:`saturation_loss`); ``independence`` adds L_ind, an unbiased HSIC
-between each subspace and the labels it should not hold (see :func:`independence_loss`).
+between each subspace and the labels it should not hold (see :func:`independence_loss`);
+``perceptual`` adds a perceptual reconstruction term (:mod:`facefactors.train.perceptual`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -464,6 +466,12 @@ class UFELossConfig:
     # Factors for single features, overriding the two above at every step, e.g. {pose: 0}: the
     # pose feature needs one bit, and L_rec can fill its other dimensions with appearance.
     rec_feature_factors: dict[str, float] = field(default_factory=dict)
+    # A perceptual term next to L_rec (not in the paper; train/perceptual.py): the distance
+    # between a frozen world-trained network's activations of I and D(E(I)), with L_rec's routing
+    # into E. perceptual_net: the run directory of that network (a rater, trained with another
+    # seed than the judging rater).
+    perceptual: float = 0.0  # its weight; 0 = off (the paper)
+    perceptual_net: str = ""
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
@@ -521,6 +529,7 @@ def ufe_losses(
     rec_grad: float | dict[str, float] = 1.0,
     stats: dict[str, float] | None = None,
     history: FeatureHistory | None = None,
+    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
@@ -528,7 +537,8 @@ def ufe_losses(
     in :class:`UFELossConfig`): one factor, or ``{feature name: factor, "*": the rest}``; the
     decoder always gets the full gradient. A ``history`` of recent batches serves
     ``cfg.adversary_fit`` (term ``adv``) and ``cfg.independence_whiten``; this batch then joins
-    it. A ``stats`` dict,
+    it. ``perceptual(image, reconstruction)`` is the perceptual term's distance (term ``perc``,
+    weight ``cfg.perceptual``). A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
     on the flat ends of their sigmoids).
@@ -553,6 +563,9 @@ def ufe_losses(
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
+    if cfg.perceptual > 0 and perceptual is not None:
+        terms["perc"] = perceptual(image, recon)
+        total = total + cfg.perceptual * terms["perc"]
     if cfg.oth > 0:
         terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
         total = total + cfg.oth * terms["oth"]

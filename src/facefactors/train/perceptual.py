@@ -1,0 +1,80 @@
+"""A perceptual reconstruction loss for decoders, measured by a frozen network trained on the
+face world's ground truth (not in the UFE paper, whose decoder learns from the pixel L1 of
+eq. 3 alone).
+
+Face autoencoders usually add a distance between the activations of a fixed, pretrained
+network (VGG features, a face-recognition embedding) to the pixel loss, because a pixel L1
+pays little for the small, high-contrast details that tell an expression or a light direction
+apart and a decoder trained by it paints their average. No pretrained weights can be
+downloaded here, so the fixed network is a rater (:mod:`facefactors.models.rater`) trained on
+world renders: ``facefactors ufe rater --set trainer.seed=1 --out runs/perceptual``. Train it
+with another seed than the rater that judges the user study, so that the judge is not the
+network the decoder was fitted to.
+
+Distance: per trunk layer l, the mean absolute difference of the activations divided by the
+mean absolute activation of the input image (detached), so every layer counts alike whatever
+its scale; then the mean over layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facefactors.models.rater import Rater
+from facefactors.utils.errors import UserError
+
+
+def perceptual_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
+    """Mean over layers of mean |a_l - b_l| / mean |a_l| (a_l's scale detached); () tensor."""
+    if len(maps_a) != len(maps_b) or not maps_a:
+        raise ValueError(f"perceptual_distance: {len(maps_a)} and {len(maps_b)} layers")
+    terms = [(a - b).abs().mean() / (a.detach().abs().mean() + eps) for a, b in zip(maps_a, maps_b)]
+    return torch.stack(terms).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Frozen feature network; ``forward(image, reconstruction)`` (B, 3, H, W) in [0, 1] -> ().
+
+    Gradients reach ``reconstruction`` (and through it the decoder), never the network's own
+    weights. Images of another size than the network's input are area-resized to it."""
+
+    def __init__(self, network: Rater):
+        super().__init__()
+        self.network = network.eval()
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        self.size = network.config.image_size
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        self.network.eval()  # frozen: never switch its batch statistics to training mode
+        return self
+
+    def _resize(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-1] == self.size and image.shape[-2] == self.size:
+            return image
+        return F.interpolate(image, size=(self.size, self.size), mode="area")
+
+    def forward(self, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.network.feature_maps(self._resize(image))
+        return perceptual_distance(target, self.network.feature_maps(self._resize(reconstruction)))
+
+
+def load_perceptual(run_dir: str | Path, zoom: float) -> PerceptualLoss:
+    """The perceptual loss of a trained rater run; refuses one trained on another framing."""
+    from facefactors.train.rater import load_rater
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: loss.perceptual_net names no rater run directory; train one with "
+                        f"`facefactors ufe rater --set data.zoom={zoom:g} --set trainer.seed=1 --out {path}` or set loss.perceptual=0")
+    network = load_rater(path)
+    if abs(network.zoom - zoom) > 1e-9:
+        raise UserError(f"{path}: the perceptual network was trained on faces at zoom {network.zoom:g}, this run's data.zoom is {zoom:g}; "
+                        f"train one with `facefactors ufe rater --set data.zoom={zoom:g} --set trainer.seed=1 --out {path}`")
+    return PerceptualLoss(network)

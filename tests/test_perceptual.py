@@ -1,0 +1,142 @@
+"""The perceptual reconstruction term: distance, frozen network, gradients, loading, and its
+place in the UFE's training (train/perceptual.py, loss.perceptual)."""
+
+import json
+
+import pytest
+import torch
+
+from facefactors.config import load_config, save_config
+from facefactors.data.description import DatasetDescription, Factor
+from facefactors.models.rater import Rater, RaterConfig
+from facefactors.train.perceptual import PerceptualLoss, load_perceptual, perceptual_distance
+from facefactors.train.rater import RaterTrainConfig
+from facefactors.train.ufe import UFETrainConfig, train_ufe
+from facefactors.train.ufe_data import GroupedBatches
+from facefactors.utils.errors import UserError
+from facefactors.utils.io import save_module
+from test_ufe_train import synthetic_set
+
+RATER = RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8)
+
+
+def rater_description():
+    return DatasetDescription(
+        "w",
+        (Factor("identity", class_names=tuple(map(str, range(5)))), Factor("expression", class_names=("neutral", "smile"))),
+        image_size=32,
+    )
+
+
+def tiny_rater(seed=0):
+    torch.manual_seed(seed)
+    return Rater(rater_description(), RATER)
+
+
+def save_rater(path, zoom=1.0):
+    """A rater run directory as `facefactors ufe rater` writes it (untrained weights)."""
+    cfg = RaterTrainConfig(model=RATER)
+    cfg.data.zoom = zoom
+    path.mkdir(parents=True)
+    save_config(cfg, path / "config.yaml")
+    rater_description().save(path / "description.json")
+    save_module(path / "weights.safetensors", tiny_rater())
+    (path / "calibration.json").write_text(json.dumps({}))
+    return path
+
+
+def test_feature_maps_end_where_the_trunk_ends():
+    r = tiny_rater().eval()
+    x = torch.rand(2, 3, 32, 32)
+    maps = r.feature_maps(x)
+    assert [m.shape[-1] for m in maps] == [32, 16, 8, 4]  # stem, then each down block halves
+    assert torch.allclose(maps[-1].flatten(1), r.trunk(x), atol=1e-6)
+
+
+def test_distance_is_zero_for_equal_maps_and_ignores_each_layers_scale():
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]
+    b = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]
+    assert perceptual_distance(a, a) == 0
+    d = perceptual_distance(a, b)
+    assert d > 0
+    # a layer 100x larger in both images counts as much as before: the scale is divided out
+    scaled = perceptual_distance([a[0] * 100, a[1]], [b[0] * 100, b[1]])
+    assert torch.allclose(d, scaled, rtol=1e-5)
+    # by hand: mean over layers of mean |a - b| / mean |a|
+    want = sum((x - y).abs().mean() / x.abs().mean() for x, y in zip(a, b)) / 2
+    assert torch.allclose(d, want, rtol=1e-5)
+    with pytest.raises(ValueError, match="layers"):
+        perceptual_distance(a, b[:1])
+
+
+def test_gradient_reaches_the_reconstruction_never_the_frozen_network():
+    loss = PerceptualLoss(tiny_rater())
+    loss.train()
+    assert not loss.network.training  # frozen: stays in eval mode
+    image = torch.rand(3, 3, 64, 64)  # another size than the network's 32: area-resized
+    recon = torch.rand(3, 3, 64, 64, requires_grad=True)
+    value = loss(image, recon)
+    value.backward()
+    assert value.shape == () and value > 0
+    assert recon.grad is not None and torch.isfinite(recon.grad).all() and recon.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.network.parameters())
+    assert loss(image, image.clone()) == 0
+
+
+def test_load_perceptual_refuses_missing_folders_and_another_framing(tmp_path):
+    run = save_rater(tmp_path / "perc", zoom=1.5)
+    loss = load_perceptual(run, zoom=1.5)
+    assert isinstance(loss, PerceptualLoss) and loss.size == 32
+    with pytest.raises(UserError, match="zoom 1.5") as err:
+        load_perceptual(run, zoom=1.0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="no rater run directory"):
+        load_perceptual(tmp_path / "nope", zoom=1.0)
+
+
+def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tmp_path):
+    from facefactors.train.ufe import UFERecipe
+    from facefactors.train.ufe_losses import ufe_losses
+
+    net = save_rater(tmp_path / "perc")
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.perceptual=2.0", f"loss.perceptual_net={net}"])
+    data = synthetic_set()
+    recipe = UFERecipe(cfg, data.description)
+    batch = data.batch(list(range(6)))
+    torch.manual_seed(0)
+    total, terms = ufe_losses(recipe.model, batch["image"], batch["labels"], cfg.loss, 0.0, None, 1.0, None, None, recipe.perceptual)
+    torch.manual_seed(0)
+    plain, plain_terms = ufe_losses(recipe.model, batch["image"], batch["labels"], cfg.loss, 0.0, None, 1.0, None, None, None)
+    assert "perc" in terms and "perc" not in plain_terms
+    assert torch.allclose(total - plain, 2.0 * terms["perc"], rtol=1e-4, atol=1e-5)
+
+    stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    run, model = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    from safetensors import safe_open
+
+    with safe_open(run.weights, "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("network" in k or "perceptual" in k for k in keys)  # the UFE's weights alone
+    assert set(keys) == set(model.state_dict())
+    cfg.trainer.max_steps = 6  # resumes: the frozen network's entries in the checkpoint match
+    run, _ = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    assert torch.load(run.last_checkpoint, weights_only=True)["global_step"] == 6
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["loss.perceptual=1.0"], "needs loss.perceptual_net"),
+        (["loss.perceptual=1.0", "loss.perceptual_net=/no/such/rater"], "no rater run directory"),
+        (["loss.perceptual=-1.0"], "must be >= 0"),
+    ],
+)
+def test_bad_perceptual_options_are_refused_before_the_run_is_written(tmp_path, overrides, needle):
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
+    data = synthetic_set()
+    stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    with pytest.raises(UserError, match=needle) as err:
+        train_ufe(cfg, tmp_path / "run", stream, data.description)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
