@@ -51,7 +51,7 @@ class PerceptualLoss(nn.Module):
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
-        self.network.eval()  # frozen: never switch its batch statistics to training mode
+        self.network.eval()  # frozen: Lightning calls train() on the recipe at fit start; this stays in eval
         return self
 
     def _resize(self, image: torch.Tensor) -> torch.Tensor:
