@@ -1,18 +1,26 @@
 """The perceptual reconstruction term: distance, frozen network, gradients, loading, and its
 place in the UFE's training (train/perceptual.py, loss.perceptual)."""
 
+import copy
 import json
 
 import pytest
 import torch
 
-from facefactors.config import load_config, save_config
+from facefactors.config import load_config, load_saved_config, save_config
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.rater import Rater, RaterConfig
-from facefactors.train.perceptual import PerceptualLoss, load_perceptual, perceptual_distance
+from facefactors.train.perceptual import (
+    PerceptualLoss,
+    auto_net_dir,
+    ensure_perceptual_net,
+    load_perceptual,
+    perceptual_distance,
+)
 from facefactors.train.rater import RaterTrainConfig
 from facefactors.train.ufe import UFETrainConfig, train_ufe
 from facefactors.train.ufe_data import GroupedBatches
+from facefactors.train.ufe_losses import UFELossConfig
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import save_module
 from test_ufe_train import synthetic_set
@@ -95,12 +103,15 @@ def test_load_perceptual_refuses_missing_folders_and_another_framing(tmp_path):
         load_perceptual(tmp_path / "nope", zoom=1.0)
 
 
-def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tmp_path):
+def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tmp_path, monkeypatch):
     from facefactors.train.ufe import UFERecipe
     from facefactors.train.ufe_losses import ufe_losses
 
-    net = save_rater(tmp_path / "perc")
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.perceptual=2.0", f"loss.perceptual_net={net}"])
+    monkeypatch.chdir(tmp_path)  # loss.perceptual_net=auto finds the network trained there before
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.perceptual=2.0", "loss.perceptual_net=auto"])
+    net = save_rater(tmp_path / auto_net_dir(cfg.loss.perceptual_net_preset, cfg.data.zoom), zoom=cfg.data.zoom)
+    auto_cfg = copy.deepcopy(cfg)
+    cfg.loss.perceptual_net = str(net)
     data = synthetic_set()
     recipe = UFERecipe(cfg, data.description)
     batch = data.batch(list(range(6)))
@@ -112,14 +123,16 @@ def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tm
     assert torch.allclose(total - plain, 2.0 * terms["perc"], rtol=1e-4, atol=1e-5)
 
     stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
-    run, model = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    run, model = train_ufe(auto_cfg, tmp_path / "run", stream, data.description)
+    assert load_saved_config(UFETrainConfig, run.config).loss.perceptual_net == auto_net_dir("quick", cfg.data.zoom)  # what it was fitted to
     from safetensors import safe_open
 
     with safe_open(run.weights, "pt") as f:
         keys = list(f.keys())
     assert keys and not any("network" in k or "perceptual" in k for k in keys)  # the UFE's weights alone
     assert set(keys) == set(model.state_dict())
-    cfg.trainer.max_steps = 6  # resumes: the frozen network's entries in the checkpoint match
+    cfg.loss.perceptual_net = "auto"
+    cfg.trainer.max_steps = 6  # resumes (auto resolves to the same folder): the frozen network's entries in the checkpoint match
     run, _ = train_ufe(cfg, tmp_path / "run", stream, data.description)
     assert torch.load(run.last_checkpoint, weights_only=True)["global_step"] == 6
 
@@ -140,3 +153,22 @@ def test_bad_perceptual_options_are_refused_before_the_run_is_written(tmp_path, 
         train_ufe(cfg, tmp_path / "run", stream, data.description)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_auto_trains_the_network_once_with_the_other_seed_at_the_runs_framing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loss = UFELossConfig(perceptual=1.0, perceptual_net="auto", perceptual_net_preset="tiny")
+    ensure_perceptual_net(loss, 1.5, "", 1, progress=False)
+    assert loss.perceptual_net == "runs/perceptual-rater-tiny-zoom1.5"
+    saved = load_saved_config(RaterTrainConfig, tmp_path / loss.perceptual_net / "config.yaml")
+    assert saved.trainer.seed == 1 and saved.data.zoom == 1.5  # not the judge's seed 0; the faces' framing
+    weights = tmp_path / loss.perceptual_net / "weights.safetensors"
+    trained_at = weights.stat().st_mtime_ns
+    again = UFELossConfig(perceptual=1.0, perceptual_net="auto", perceptual_net_preset="tiny")
+    ensure_perceptual_net(again, 1.5, "", 1, progress=False)
+    assert again.perceptual_net == loss.perceptual_net and weights.stat().st_mtime_ns == trained_at  # reused
+    assert load_perceptual(again.perceptual_net, 1.5).network.zoom == 1.5
+
+    off = UFELossConfig(perceptual=0.0, perceptual_net="auto", perceptual_net_preset="tiny")
+    ensure_perceptual_net(off, 1.0, "", 1, progress=False)
+    assert off.perceptual_net == "auto" and not (tmp_path / "runs/perceptual-rater-tiny-zoom1").exists()  # nothing trained

@@ -7,9 +7,10 @@ network (VGG features, a face-recognition embedding) to the pixel loss, because 
 pays little for the small, high-contrast details that tell an expression or a light direction
 apart and a decoder trained by it paints their average. No pretrained weights can be
 downloaded here, so the fixed network is a rater (:mod:`facefactors.models.rater`) trained on
-world renders: ``facefactors ufe rater --set trainer.seed=1 --out runs/perceptual``. Train it
-with another seed than the rater that judges the user study, so that the judge is not the
-network the decoder was fitted to.
+world renders: ``facefactors ufe rater --set trainer.seed=1 --out runs/perceptual``, or
+``loss.perceptual_net=auto``, which trains one there once (:func:`ensure_perceptual_net`).
+Train it with another seed than the rater that judges the user study (seed 0), so that the
+judge is not the network the decoder was fitted to.
 
 Distance: per trunk layer l, the mean absolute difference of the activations divided by the
 mean absolute activation of the input image (detached), so every layer counts alike whatever
@@ -78,3 +79,25 @@ def load_perceptual(run_dir: str | Path, zoom: float) -> PerceptualLoss:
         raise UserError(f"{path}: the perceptual network was trained on faces at zoom {network.zoom:g}, this run's data.zoom is {zoom:g}; "
                         f"train one with `facefactors ufe rater --set data.zoom={zoom:g} --set trainer.seed=1 --out {path}`")
     return PerceptualLoss(network)
+
+
+AUTO = "auto"
+SEED = 1  # the judging rater's is 0 (trainer.seed's default)
+
+
+def auto_net_dir(preset: str, zoom: float) -> str:
+    """Where ``loss.perceptual_net=auto`` keeps its network (next to the judge's runs/rater-*)."""
+    return f"runs/perceptual-rater-{preset}-zoom{zoom:g}"
+
+
+def ensure_perceptual_net(loss, zoom: float, cache: str, threads: int, progress: bool = True) -> None:
+    """Resolve ``loss.perceptual_net=auto`` in place: the rater of :func:`auto_net_dir`, trained
+    there first (preset ``loss.perceptual_net_preset``, seed 1, faces framed at ``zoom``) if it is
+    not yet. The run's config then names the folder, so the run records what it was fitted to."""
+    if loss.perceptual <= 0 or loss.perceptual_net != AUTO:
+        return
+    from facefactors.experiments.rater import ensure_rater
+
+    path = auto_net_dir(loss.perceptual_net_preset, zoom)
+    ensure_rater(path, loss.perceptual_net_preset, zoom, [f"trainer.seed={SEED}", f"data.cache={cache}", f"trainer.threads={threads}"], progress=progress)
+    loss.perceptual_net = path

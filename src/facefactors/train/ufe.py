@@ -83,7 +83,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.perceptual ({loss.perceptual}) must be >= 0 (0 = off)")
     if loss.perceptual > 0 and not loss.perceptual_net:
         raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
-                        "`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, or set loss.perceptual=0")
+                        "`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or set loss.perceptual=0")
     if loss.perceptual > 0 and not Path(loss.perceptual_net).is_dir():
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or set loss.perceptual=0")
@@ -172,8 +172,10 @@ class UFERecipe(L.LightningModule):
 
 def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:
     """Train (or resume) a UFE run in ``out`` on an endless batch stream; returns the run and model."""
+    from facefactors.train.perceptual import ensure_perceptual_net
     from facefactors.train.ufe_data import unbatched_loader
 
+    ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
     check_loss_options(cfg.loss)  # before the run directory is written
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")

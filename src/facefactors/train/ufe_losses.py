@@ -469,9 +469,11 @@ class UFELossConfig:
     # A perceptual term next to L_rec (not in the paper; train/perceptual.py): the distance
     # between a frozen world-trained network's activations of I and D(E(I)), with L_rec's routing
     # into E. perceptual_net: the run directory of that network (a rater, trained with another
-    # seed than the judging rater).
+    # seed than the judging rater), or "auto": runs/perceptual-rater-{preset}-zoom{data.zoom},
+    # trained there first (once, preset perceptual_net_preset, seed 1) if it is not yet.
     perceptual: float = 0.0  # its weight; 0 = off (the paper)
     perceptual_net: str = ""
+    perceptual_net_preset: str = "quick"
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
