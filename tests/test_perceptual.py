@@ -143,16 +143,18 @@ def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tm
         (["loss.perceptual=1.0"], "needs loss.perceptual_net"),
         (["loss.perceptual=1.0", "loss.perceptual_net=/no/such/rater"], "no rater run directory"),
         (["loss.perceptual=-1.0"], "must be >= 0"),
+        (["loss.perceptual=1.0", "loss.perceptual_net=auto", "loss.perceptual_net_preset=nope"], "perceptual_net_preset='nope' names no rater preset"),
     ],
 )
-def test_bad_perceptual_options_are_refused_before_the_run_is_written(tmp_path, overrides, needle):
+def test_bad_perceptual_options_are_refused_before_the_run_is_written(tmp_path, monkeypatch, overrides, needle):
+    monkeypatch.chdir(tmp_path)  # where auto would train its network
     cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
     data = synthetic_set()
     stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
     with pytest.raises(UserError, match=needle) as err:
         train_ufe(cfg, tmp_path / "run", stream, data.description)
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
 def test_auto_trains_the_network_once_with_the_other_seed_at_the_runs_framing(tmp_path, monkeypatch):

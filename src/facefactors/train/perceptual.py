@@ -96,8 +96,13 @@ def ensure_perceptual_net(loss, zoom: float, cache: str, threads: int, progress:
     not yet. The run's config then names the folder, so the run records what it was fitted to."""
     if loss.perceptual <= 0 or loss.perceptual_net != AUTO:
         return
+    from facefactors.config import preset_dict
     from facefactors.experiments.rater import ensure_rater
 
+    try:
+        preset_dict("rater", loss.perceptual_net_preset)
+    except UserError as e:
+        raise UserError(f"loss.perceptual_net_preset={loss.perceptual_net_preset!r} names no rater preset ({e})") from None
     path = auto_net_dir(loss.perceptual_net_preset, zoom)
     ensure_rater(path, loss.perceptual_net_preset, zoom, [f"trainer.seed={SEED}", f"data.cache={cache}", f"trainer.threads={threads}"], progress=progress)
     loss.perceptual_net = path
