@@ -98,16 +98,38 @@ def test_predict_and_compose_commands(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
 
 
-def test_ablations_add_cross_and_independence_only_when_the_config_uses_them():
+def test_ablations_add_cross_independence_and_perceptual_only_when_the_config_uses_them():
     from facefactors.experiments.ufe import ABLATIONS, ablations
 
     cfg = load_config(UFETrainConfig, "ufe", "tiny")
-    cfg.loss.cross, cfg.model.cross_heads, cfg.loss.independence = 0.0, False, 0.0
+    cfg.loss.cross, cfg.model.cross_heads, cfg.loss.independence, cfg.loss.perceptual = 0.0, False, 0.0, 0.0
     assert ablations(cfg) == ABLATIONS
     cfg.loss.cross, cfg.model.cross_heads = 1.0, True
-    assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0"}
+    assert ablations(cfg) == {**ABLATIONS, "wo_cross": ["loss.cross=0"]}
     cfg.loss.independence = 0.3
-    assert ablations(cfg) == {**ABLATIONS, "wo_cross": "loss.cross=0", "wo_ind": "loss.independence=0"}
+    assert ablations(cfg) == {**ABLATIONS, "wo_cross": ["loss.cross=0"], "wo_ind": ["loss.independence=0"]}
+    cfg.loss.perceptual = 30.0  # without L_rec: no reconstruction loss at all
+    assert ablations(cfg) == {**ABLATIONS, "wo_rec": ["loss.rec=0", "loss.perceptual=0"], "wo_cross": ["loss.cross=0"],
+                              "wo_ind": ["loss.independence=0"], "wo_perc": ["loss.perceptual=0"]}
+    assert ABLATIONS["wo_rec"] == ["loss.rec=0"]  # the table itself is left as it was
+
+
+def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_losses_off(tmp_path, monkeypatch):
+    import facefactors.experiments.ufe as X
+
+    trained = {}
+    matrix = {"x": ["identity"], "y": ["identity"], "silhouette": [[0.5]]}
+    monkeypatch.setattr(X, "world_a_sets", lambda cfg, progress: (None, None))
+    monkeypatch.setattr(X, "train_or_load", lambda cfg, out, train, progress: trained.setdefault(out.name, cfg.loss))
+    monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix})
+    X.exp_ablation("tiny", tmp_path, ["loss.independence=0.3", "loss.perceptual=30", "loss.perceptual_net=auto"], progress=False)
+    assert list(trained) == ["full", "wo_cls", "wo_con", "wo_rec", "wo_dis", "wo_oth", "wo_cross", "wo_ind", "wo_perc"]  # tiny has L_x
+    full = trained["full"]
+    assert full.cls == full.con == 1.0 and full.perceptual == 30.0 and full.independence == 0.3
+    assert trained["wo_cls"].cls == 0 and trained["wo_con"].con == 0 and trained["wo_oth"].oth == 0 and trained["wo_dis"].dis == 0
+    assert trained["wo_rec"].rec == 0 and trained["wo_rec"].perceptual == 0 and trained["wo_perc"].rec == full.rec > 0
+    assert trained["wo_perc"].perceptual == 0 and trained["wo_ind"].independence == 0 and trained["wo_ind"].perceptual == 30.0
+    assert "wo_perc: silhouette" in (tmp_path / "report.md").read_text()
 
 
 
@@ -118,12 +140,13 @@ def test_expression_only_baseline_is_trained_by_the_classification_loss_alone(pr
     from facefactors.train.ufe_losses import dis_weight, ufe_losses
 
     # A config that adds every loss the paper does not have must still give a plain classifier.
-    extra = ["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=4", "loss.saturation=0.1", "loss.cross=1", "loss.adversary_fit=true"]
+    extra = ["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=4", "loss.saturation=0.1", "loss.cross=1", "loss.adversary_fit=true", "loss.perceptual=30"]
     cfg = expression_only_config(preset, extra)
     assert cfg.model.attributes == ["expression"] and cfg.loss.cls == 1.0
     if preset != "tiny":  # the presets' own extra losses are off too
-        assert [cfg.loss.con, cfg.loss.rec, cfg.loss.oth, cfg.loss.dis, cfg.loss.cross, cfg.loss.independence] == [0.0] * 6
+        assert [cfg.loss.con, cfg.loss.rec, cfg.loss.oth, cfg.loss.dis, cfg.loss.cross, cfg.loss.independence, cfg.loss.perceptual] == [0.0] * 7
         return
+    assert cfg.loss.perceptual == 0.0
     data = synthetic_set()
     recipe = UFERecipe(cfg, data.description.restrict(["expression"], "expression-only"))
     batch = data.subset(torch.arange(8))

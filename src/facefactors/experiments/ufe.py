@@ -298,7 +298,7 @@ def expression_only_config(preset: str, overrides=()) -> UFETrainConfig:
     still make the expression feature independent of identity, lighting and pose, whose labels
     are in every batch, and the baseline would no longer be a plain expression classifier."""
     cfg = _config(preset, overrides, model__attributes=["expression"], model__cross_heads=False)
-    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0)
+    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, perceptual=0.0)
     return cfg
 
 
@@ -409,17 +409,21 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
     return res
 
 
-ABLATIONS = {"wo_cls": "loss.cls=0", "wo_con": "loss.con=0", "wo_rec": "loss.rec=0", "wo_dis": "loss.dis=0", "wo_oth": "loss.oth=0"}
+ABLATIONS = {"wo_cls": ["loss.cls=0"], "wo_con": ["loss.con=0"], "wo_rec": ["loss.rec=0"], "wo_dis": ["loss.dis=0"], "wo_oth": ["loss.oth=0"]}
 
 
-def ablations(cfg: UFETrainConfig) -> dict[str, str]:
-    """The paper's five ablations (sec. 4.8), plus L_x and L_ind (ours, not in the paper) when the
-    config uses them."""
-    out = dict(ABLATIONS)
+def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
+    """The paper's five ablations (sec. 4.8), plus L_x, L_ind and the perceptual term (ours, not
+    in the paper) when the config uses them; the overrides of each. Without L_rec means without
+    any reconstruction loss: the perceptual term goes too, or the decoder would still learn."""
+    out = {name: list(extra) for name, extra in ABLATIONS.items()}
     if cfg.loss.cross > 0 and cfg.model.cross_heads:
-        out["wo_cross"] = "loss.cross=0"
+        out["wo_cross"] = ["loss.cross=0"]
     if cfg.loss.independence > 0:
-        out["wo_ind"] = "loss.independence=0"
+        out["wo_ind"] = ["loss.independence=0"]
+    if cfg.loss.perceptual > 0:
+        out["wo_rec"].append("loss.perceptual=0")
+        out["wo_perc"] = ["loss.perceptual=0"]
     return out
 
 
@@ -429,8 +433,8 @@ def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, ru
     sections = []
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
-    for name, extra in {"full": None, **ablations(cfg)}.items():
-        c = _config(preset, [*overrides, extra] if extra else overrides)
+    for name, extra in {"full": [], **ablations(cfg)}.items():
+        c = _config(preset, [*overrides, *extra])
         model = load_ufe(run) if (run and name == "full") else train_or_load(c, out / name, train, progress)
         results[name] = evaluate_matrices(model, test, out, tag=f"_{name}", tsne=False)
         sections.append((f"{name}: silhouette", ev.matrix_markdown(results[name]["silhouette"], "silhouette") + f"\n\n![s](silhouette_{name}.png)"))
