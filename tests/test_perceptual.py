@@ -174,3 +174,13 @@ def test_auto_trains_the_network_once_with_the_other_seed_at_the_runs_framing(tm
     off = UFELossConfig(perceptual=0.0, perceptual_net="auto", perceptual_net_preset="tiny")
     ensure_perceptual_net(off, 1.0, "", 1, progress=False)
     assert off.perceptual_net == "auto" and not (tmp_path / "runs/perceptual-rater-tiny-zoom1").exists()  # nothing trained
+
+
+def test_the_standard_preset_fits_its_decoder_to_another_network_than_the_judge():
+    from facefactors.experiments.ufe import _rater_dir
+
+    cfg = load_config(UFETrainConfig, "ufe", "standard")
+    assert cfg.loss.perceptual == 30.0 and cfg.loss.perceptual_net == "auto"
+    _, judge = _rater_dir("standard", None, cfg.data.zoom)
+    assert auto_net_dir(cfg.loss.perceptual_net_preset, cfg.data.zoom) != judge
+    assert load_config(UFETrainConfig, "ufe", "quick").loss.perceptual == 0.0  # the demo trains one rater only
