@@ -26,8 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facefactors.config import load_config
 from facefactors.data.description import DatasetDescription, Factor
+from facefactors.models.rater import Rater
 from facefactors.models.ufe import UFE
 from facefactors.train.common import adam
+from facefactors.train.perceptual import PerceptualLoss
+from facefactors.train.rater import RaterTrainConfig
 from facefactors.train.ufe import UFETrainConfig
 from facefactors.train.ufe_losses import (
     FeatureHistory,
@@ -126,10 +129,14 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: 
               "lighting": torch.arange(B, device=device) % 20, "pose": torch.arange(B, device=device) % 2}
 
     history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None  # L_ind whitens with it, as in training
+    perceptual = None
+    if cfg.loss.perceptual > 0:  # the frozen network of the perceptual term, untrained: weights do not change its cost
+        rater_cfg = load_config(RaterTrainConfig, "rater", cfg.loss.perceptual_net_preset)
+        perceptual = PerceptualLoss(Rater(world_a_description(rater_cfg.model.image_size), rater_cfg.model)).to(device)
 
     def make_step(loss: UFELossConfig, dis_lambda: float):
         def step():
-            total, _ = ufe_losses(model, x, labels, loss, dis_lambda, history=history)
+            total, _ = ufe_losses(model, x, labels, loss, dis_lambda, history=history, perceptual=perceptual)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
