@@ -20,6 +20,7 @@ its scale; then the mean over layers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,12 @@ from torch import nn
 
 from facefactors.models.rater import Rater
 from facefactors.utils.errors import UserError
+
+if TYPE_CHECKING:
+    from facefactors.train.ufe_losses import UFELossConfig
+
+AUTO = "auto"  # loss.perceptual_net's value that asks for ensure_perceptual_net
+SEED = 1  # the perceptual network's training seed; the judging rater's is 0 (trainer.seed's default)
 
 
 def perceptual_distance(maps_a: list[torch.Tensor], maps_b: list[torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
@@ -81,16 +88,12 @@ def load_perceptual(run_dir: str | Path, zoom: float) -> PerceptualLoss:
     return PerceptualLoss(network)
 
 
-AUTO = "auto"
-SEED = 1  # the judging rater's is 0 (trainer.seed's default)
-
-
 def auto_net_dir(preset: str, zoom: float) -> str:
     """Where ``loss.perceptual_net=auto`` keeps its network (next to the judge's runs/rater-*)."""
     return f"runs/perceptual-rater-{preset}-zoom{zoom:g}"
 
 
-def ensure_perceptual_net(loss, zoom: float, cache: str, threads: int, progress: bool = True) -> None:
+def ensure_perceptual_net(loss: UFELossConfig, zoom: float, cache: str, threads: int, progress: bool = True) -> None:
     """Resolve ``loss.perceptual_net=auto`` in place: the rater of :func:`auto_net_dir`, trained
     there first (preset ``loss.perceptual_net_preset``, seed 1, faces framed at ``zoom``) if it is
     not yet. The run's config then names the folder, so the run records what it was fitted to."""
