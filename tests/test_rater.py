@@ -128,7 +128,7 @@ def test_presets_keep_a_4x4_map_at_their_image_size(preset, size, out_res):
 
 def test_threads_are_set_before_the_training_set_is_rendered(monkeypatch, tmp_path):
     """Rendering runs before Lightning's set-up; at torch's default of two threads it crawled."""
-    import facefactors.experiments.rater as X
+    import facefactors.train.rater as X
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
@@ -160,7 +160,7 @@ def test_random_blur_blurs_the_chosen_share_and_keeps_the_rest():
 
 
 def test_balanced_verification_is_chance_for_a_useless_embedding_and_one_for_a_perfect_one():
-    from facefactors.experiments.rater import verification_balanced
+    from facefactors.train.rater import verification_balanced
 
     same = np.array([True] * 3 + [False] * 97)  # few same-person pairs, as in a real test set
     assert verification_balanced(np.zeros(100), same) == pytest.approx(0.5)  # plain accuracy would be 0.97

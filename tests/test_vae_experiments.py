@@ -127,8 +127,8 @@ def test_threads_are_set_before_the_variants_data_is_rendered(monkeypatch, tmp_p
 def test_attribute_experiment_refuses_a_rater_of_another_framing(tmp_path):
     """A rater judges faces framed as in its training set: one trained at zoom 1.5 is taken for
     data.zoom=1.5 and refused, with the fix, for the whole frame."""
-    from facefactors.experiments.rater import train_rater
     from facefactors.experiments.vae_attributes import get_rater
+    from facefactors.train.rater import train_rater
     from facefactors.train.vae_data import face_world
     from facefactors.utils.errors import UserError
 

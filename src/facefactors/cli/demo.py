@@ -26,7 +26,7 @@ def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> Non
 
     from facefactors.config import load_config
     from facefactors.experiments import ufe as X
-    from facefactors.experiments.rater import ensure_rater
+    from facefactors.train.rater import ensure_rater
     from facefactors.train.ufe import UFETrainConfig
     from facefactors.utils.errors import UserError
     from facefactors.utils.io import atomic_write_text

@@ -116,7 +116,7 @@ def rater(
     overwrite: bool = typer.Option(False),
 ) -> None:
     """Train the independent rater on world ground truth (used by the user study and by the VAE family)."""
-    from facefactors.experiments.rater import train_rater
+    from facefactors.train.rater import train_rater
 
     path = train_rater(preset, out, set_, overwrite)
     metrics = json.loads((Path(path) / "metrics.json").read_text())

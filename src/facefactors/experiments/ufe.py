@@ -334,7 +334,7 @@ def _rater_dir(preset: str, rater: str | None, zoom: float = 1.0) -> tuple[str, 
 
 
 def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
-    from facefactors.experiments.rater import ensure_rater
+    from facefactors.train.rater import ensure_rater
 
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
@@ -367,7 +367,7 @@ def _study_table(s: dict) -> str:
 def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
     """Sec. 4.7: worlds A (identity/expression/lighting/pose) and B (age/gender/eyeglasses) are
     label-disjoint; batches alternate; L_dis on the cyclic schedule bridges them."""
-    from facefactors.experiments.rater import ensure_rater
+    from facefactors.train.rater import ensure_rater
 
     cfg = _config(preset, overrides, data__second_set="world_b", loss__dis_schedule="cyclic", loss__dis_every=1)
     train, test = world_a_sets(cfg, progress)

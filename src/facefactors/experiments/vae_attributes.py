@@ -45,7 +45,7 @@ MODELS = ("vae", "beta2", "beta5")
 
 def get_rater(root: Path, rater_dir: str | None, image_size: int, preset: str, zoom: float = 1.0):
     """A trained rater: the one given, or one trained (once) at the VAE's image size and framing."""
-    from facefactors.experiments.rater import ensure_rater
+    from facefactors.train.rater import ensure_rater
 
     path = rater_dir or root / "rater"  # a named folder without a trained rater gets one trained there
     if preset == "tiny":

@@ -100,7 +100,7 @@ def ensure_perceptual_net(loss: UFELossConfig, zoom: float, cache: str, threads:
     if loss.perceptual <= 0 or loss.perceptual_net != AUTO:
         return
     from facefactors.config import preset_dict
-    from facefactors.experiments.rater import ensure_rater
+    from facefactors.train.rater import ensure_rater
 
     try:
         preset_dict("rater", loss.perceptual_net_preset)
