@@ -32,6 +32,7 @@ from facefactors.experiments.rater import study_summary, write_json
 from facefactors.models.rater import Reading, most_changed
 from facefactors.models.ufe import OTHERS, UFE, mix_features
 from facefactors.train.common import RunDir
+from facefactors.train.rater import ensure_rater
 from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
 from facefactors.train.ufe_data import (
     AlternatingBatches,
@@ -334,8 +335,6 @@ def _rater_dir(preset: str, rater: str | None, zoom: float = 1.0) -> tuple[str, 
 
 
 def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
-    from facefactors.train.rater import ensure_rater
-
     cfg = _config(preset, overrides)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
@@ -367,8 +366,6 @@ def _study_table(s: dict) -> str:
 def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, rater: str | None = None) -> dict:
     """Sec. 4.7: worlds A (identity/expression/lighting/pose) and B (age/gender/eyeglasses) are
     label-disjoint; batches alternate; L_dis on the cyclic schedule bridges them."""
-    from facefactors.train.rater import ensure_rater
-
     cfg = _config(preset, overrides, data__second_set="world_b", loss__dis_schedule="cyclic", loss__dis_every=1)
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
