@@ -9,6 +9,7 @@ recognition losses), so held-out identities can be compared by cosine similarity
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facefactors.config import load_config
+from facefactors.config import load_config, load_saved_config
 from facefactors.data.description import DatasetDescription
 from facefactors.models.rater import IDENTITY, Rater, RaterConfig
 from facefactors.train.common import (
@@ -37,7 +38,7 @@ from facefactors.train.ufe_data import (
 )
 from facefactors.utils.device import apply_threads
 from facefactors.utils.errors import UserError
-from facefactors.utils.io import atomic_write_json
+from facefactors.utils.io import atomic_write_json, load_module
 
 
 @dataclass
@@ -136,9 +137,6 @@ class RaterRecipe(L.LightningModule):
 
 def load_rater(run_dir: str | Path, device: str | torch.device = "cpu") -> Rater:
     """The trained rater of a run directory (written by ``facefactors ufe rater``)."""
-    from facefactors.config import load_saved_config
-    from facefactors.utils.io import load_module
-
     run = Path(run_dir)
     desc = run / "description.json"
     if not desc.is_file():
@@ -153,8 +151,6 @@ def load_rater(run_dir: str | Path, device: str | torch.device = "cpu") -> Rater
     model.zoom = cfg.data.zoom  # the framing it was trained on, which its inputs should share
     calib = run / "calibration.json"
     if calib.is_file():
-        import json
-
         model.calibration = json.loads(calib.read_text())
     else:
         model.calibration = {}
