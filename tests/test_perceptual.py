@@ -61,6 +61,39 @@ def test_feature_maps_end_where_the_trunk_ends():
     assert torch.allclose(maps[-1].flatten(1), r.trunk(x), atol=1e-6)
 
 
+def test_outputs_from_maps_are_the_forward_outputs():
+    r = tiny_rater().eval()
+    x = torch.rand(3, 3, 32, 32)
+    logits, embedding = r(x)
+    from_maps, embedding_from_maps = r.outputs_from_maps(r.feature_maps(x))
+    assert set(from_maps) == set(logits) == {"expression"}
+    assert torch.allclose(from_maps["expression"], logits["expression"], atol=1e-6)
+    assert torch.allclose(embedding_from_maps, embedding, atol=1e-6)
+
+
+def test_identity_and_class_terms_against_the_networks_public_readings():
+    loss = PerceptualLoss(tiny_rater(seed=3))
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(4, 3, 64, 64, generator=g)  # area-resized to the network's 32, as forward
+    recon = torch.rand(4, 3, 64, 64, generator=g, requires_grad=True)
+    terms = loss.terms(image, recon)
+    assert set(terms) == {"perc", "perc_id", "perc_cls"} and all(v.shape == () for v in terms.values())
+    assert torch.allclose(terms["perc"], loss(image, recon))
+    small = torch.nn.functional.interpolate(image, size=(32, 32), mode="area")
+    small_recon = torch.nn.functional.interpolate(recon.detach(), size=(32, 32), mode="area")
+    # by hand from the rater's own API: 1 - cosine of unit embeddings; KL(p(image) || p(recon))
+    cos = (loss.network.embed_identity(small) * loss.network.embed_identity(small_recon)).sum(-1)
+    assert torch.allclose(terms["perc_id"], (1 - cos).mean(), atol=1e-6)
+    p, q = loss.network.predict(small)["expression"], loss.network.predict(small_recon)["expression"]
+    assert torch.allclose(terms["perc_cls"], (p * (p / q).log()).sum(-1).mean(), atol=1e-6)
+    assert terms["perc_id"] > 0 and terms["perc_cls"] > 0
+    (terms["perc_id"] + terms["perc_cls"]).backward()
+    assert recon.grad is not None and recon.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.network.parameters())
+    same = loss.terms(image, image.clone())
+    assert all(float(v) == pytest.approx(0.0, abs=1e-6) for v in same.values())
+
+
 def test_distance_is_zero_for_equal_maps_and_ignores_each_layers_scale():
     g = torch.Generator().manual_seed(0)
     a = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 8, 4, 4, generator=g)]
@@ -122,6 +155,20 @@ def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tm
     assert "perc" in terms and "perc" not in plain_terms
     assert torch.allclose(total - plain, 2.0 * terms["perc"], rtol=1e-4, atol=1e-5)
 
+    # the outputs' terms, with or without the distance, from the same network in the same pass
+    for weights in ((2.0, 5.0, 0.5), (0.0, 5.0, 0.0)):
+        semantic = copy.deepcopy(cfg)
+        semantic.loss.perceptual, semantic.loss.perceptual_identity, semantic.loss.perceptual_classes = weights
+        semantic_recipe = UFERecipe(semantic, data.description)
+        assert semantic_recipe.perceptual is not None
+        semantic_recipe.model.load_state_dict(recipe.model.state_dict())
+        torch.manual_seed(0)
+        total, terms = ufe_losses(semantic_recipe.model, batch["image"], batch["labels"], semantic.loss, 0.0, None, 1.0, None, None, semantic_recipe.perceptual)
+        on = {name for name, w in zip(("perc", "perc_id", "perc_cls"), weights) if w > 0}
+        assert on <= set(terms) and not ({"perc", "perc_id", "perc_cls"} - on) & set(terms)
+        added = sum(w * terms[name] for name, w in zip(("perc", "perc_id", "perc_cls"), weights) if w > 0)
+        assert torch.allclose(total - plain, added, rtol=1e-4, atol=1e-5)
+
     stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
     run, model = train_ufe(auto_cfg, tmp_path / "run", stream, data.description)
     assert load_saved_config(UFETrainConfig, run.config).loss.perceptual_net == auto_net_dir("quick", cfg.data.zoom)  # what it was fitted to
@@ -143,6 +190,8 @@ def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tm
         (["loss.perceptual=1.0"], "needs loss.perceptual_net"),
         (["loss.perceptual=1.0", "loss.perceptual_net=/no/such/rater"], "no rater run directory"),
         (["loss.perceptual=-1.0"], "must be >= 0"),
+        (["loss.perceptual_identity=-1.0"], r"loss.perceptual_identity \(-1.0\) must be >= 0"),
+        (["loss.perceptual_classes=1.0"], "needs loss.perceptual_net"),
         (["loss.perceptual=1.0", "loss.perceptual_net=auto", "loss.perceptual_net_preset=nope"], "perceptual_net_preset='nope' names no rater preset"),
     ],
 )

@@ -112,6 +112,11 @@ def test_ablations_add_cross_independence_and_perceptual_only_when_the_config_us
     assert ablations(cfg) == {**ABLATIONS, "wo_rec": ["loss.rec=0", "loss.perceptual=0"], "wo_cross": ["loss.cross=0"],
                               "wo_ind": ["loss.independence=0"], "wo_perc": ["loss.perceptual=0"]}
     assert ABLATIONS["wo_rec"] == ["loss.rec=0"]  # the table itself is left as it was
+    cfg.loss.perceptual_identity = 10.0  # the network's identity distance goes with its distance
+    assert ablations(cfg)["wo_perc"] == ["loss.perceptual=0", "loss.perceptual_identity=0"]
+    assert ablations(cfg)["wo_rec"] == ["loss.rec=0", "loss.perceptual=0", "loss.perceptual_identity=0"]
+    cfg.loss.perceptual, cfg.loss.perceptual_classes = 0.0, 1.0  # the outputs' terms alone
+    assert ablations(cfg)["wo_perc"] == ["loss.perceptual_identity=0", "loss.perceptual_classes=0"]
 
 
 def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_losses_off(tmp_path, monkeypatch):
@@ -140,13 +145,14 @@ def test_expression_only_baseline_is_trained_by_the_classification_loss_alone(pr
     from facefactors.train.ufe_losses import dis_weight, ufe_losses
 
     # A config that adds every loss the paper does not have must still give a plain classifier.
-    extra = ["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=4", "loss.saturation=0.1", "loss.cross=1", "loss.adversary_fit=true", "loss.perceptual=30"]
+    extra = ["loss.independence=0.3", "loss.independence_whiten=true", "loss.history=4", "loss.saturation=0.1", "loss.cross=1", "loss.adversary_fit=true", "loss.perceptual=30",
+             "loss.perceptual_identity=10", "loss.perceptual_classes=1"]
     cfg = expression_only_config(preset, extra)
     assert cfg.model.attributes == ["expression"] and cfg.loss.cls == 1.0
     if preset != "tiny":  # the presets' own extra losses are off too
         assert [cfg.loss.con, cfg.loss.rec, cfg.loss.oth, cfg.loss.dis, cfg.loss.cross, cfg.loss.independence, cfg.loss.perceptual] == [0.0] * 7
         return
-    assert cfg.loss.perceptual == 0.0
+    assert cfg.loss.perceptual == cfg.loss.perceptual_identity == cfg.loss.perceptual_classes == 0.0
     data = synthetic_set()
     recipe = UFERecipe(cfg, data.description.restrict(["expression"], "expression-only"))
     batch = data.subset(torch.arange(8))

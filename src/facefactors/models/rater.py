@@ -80,6 +80,12 @@ class Rater(nn.Module):
             maps.append(x)
         return maps
 
+    def outputs_from_maps(self, maps: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`forward`'s outputs from :meth:`feature_maps`' (the last map is the trunk's
+        output), so that a loss reading both the maps and the outputs runs the trunk once."""
+        h = self.shared(maps[-1].flatten(1))
+        return {n: self.heads[n](h) for n in self.factors}, F.normalize(self.embed(h), dim=-1)
+
     def identity_logits(self, embedding: torch.Tensor) -> torch.Tensor:
         """Cosine-softmax logits over the training identities (B, N_id)."""
         return self.config.cosine_scale * embedding @ F.normalize(self.identity_centres, dim=-1).t()

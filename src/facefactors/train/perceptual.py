@@ -15,6 +15,13 @@ judge is not the network the decoder was fitted to.
 Distance: per trunk layer l, the mean absolute difference of the activations divided by the
 mean absolute activation of the input image (detached), so every layer counts alike whatever
 its scale; then the mean over layers.
+
+Two optional terms read the same network's outputs instead of its activations, as face
+autoencoders add an identity loss from a face-recognition network to their perceptual one
+(pSp's ArcFace term, for one): ``identity``, 1 - cosine between the identity embeddings of the
+image and its reconstruction; ``classes``, the KL divergence from the network's class
+distribution on the image to the one on the reconstruction, averaged over its heads
+(expression, lighting, pose, ...). Both come from the same single pass through the trunk.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefactors.models.rater import Rater
+from facefactors.train.ufe_losses import uses_perceptual_net
 from facefactors.utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -72,6 +80,21 @@ class PerceptualLoss(nn.Module):
             target = self.network.feature_maps(self._resize(image))
         return perceptual_distance(target, self.network.feature_maps(self._resize(reconstruction)))
 
+    def terms(self, image: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"perc": forward's distance, "perc_id": mean 1 - cos of the identity embeddings,
+        "perc_cls": mean over heads of KL(p(image) || p(reconstruction))}``, () each."""
+        with torch.no_grad():
+            target = self.network.feature_maps(self._resize(image))
+            target_logits, target_embedding = self.network.outputs_from_maps(target)
+        maps = self.network.feature_maps(self._resize(reconstruction))
+        logits, embedding = self.network.outputs_from_maps(maps)
+        kl = [F.kl_div(logits[n].log_softmax(-1), target_logits[n].log_softmax(-1), log_target=True, reduction="batchmean") for n in logits]
+        return {
+            "perc": perceptual_distance(target, maps),
+            "perc_id": (1 - (embedding * target_embedding).sum(-1)).mean(),
+            "perc_cls": torch.stack(kl).mean() if kl else image.new_zeros(()),
+        }
+
 
 def load_perceptual(run_dir: str | Path, zoom: float) -> PerceptualLoss:
     """The perceptual loss of a trained rater run; refuses one trained on another framing."""
@@ -97,7 +120,7 @@ def ensure_perceptual_net(loss: UFELossConfig, zoom: float, cache: str, threads:
     """Resolve ``loss.perceptual_net=auto`` in place: the rater of :func:`auto_net_dir`, trained
     there first (preset ``loss.perceptual_net_preset``, seed 1, faces framed at ``zoom``) if it is
     not yet. The run's config then names the folder, so the run records what it was fitted to."""
-    if loss.perceptual <= 0 or loss.perceptual_net != AUTO:
+    if not uses_perceptual_net(loss) or loss.perceptual_net != AUTO:
         return
     from facefactors.config import preset_dict
     from facefactors.train.rater import ensure_rater

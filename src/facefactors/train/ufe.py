@@ -33,6 +33,7 @@ from facefactors.train.ufe_losses import (
     dis_weight,
     rec_to_encoder,
     ufe_losses,
+    uses_perceptual_net,
 )
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
@@ -79,14 +80,16 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
-    if loss.perceptual < 0:
-        raise UserError(f"loss.perceptual ({loss.perceptual}) must be >= 0 (0 = off)")
-    if loss.perceptual > 0 and not loss.perceptual_net:
+    for option in ("perceptual", "perceptual_identity", "perceptual_classes"):
+        if getattr(loss, option) < 0:
+            raise UserError(f"loss.{option} ({getattr(loss, option)}) must be >= 0 (0 = off)")
+    off = "set loss.perceptual, loss.perceptual_identity and loss.perceptual_classes to 0"
+    if uses_perceptual_net(loss) and not loss.perceptual_net:
         raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
-                        "`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or set loss.perceptual=0")
-    if loss.perceptual > 0 and not Path(loss.perceptual_net).is_dir():
+                        f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or {off}")
+    if uses_perceptual_net(loss) and not Path(loss.perceptual_net).is_dir():
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
-                        f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or set loss.perceptual=0")
+                        f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"
@@ -117,7 +120,7 @@ class UFERecipe(L.LightningModule):
             raise UserError(f"loss.rec_feature_factors names {unknown}, not features of this model; known: {list(self.model.feature_names)}")
         self.history = FeatureHistory(cfg.loss.history) if cfg.loss.history > 0 else None
         self.perceptual = None  # a frozen network: in the trainer's checkpoints, not in the UFE's weights
-        if cfg.loss.perceptual > 0:
+        if uses_perceptual_net(cfg.loss):
             from facefactors.train.perceptual import load_perceptual
 
             self.perceptual = load_perceptual(cfg.loss.perceptual_net, cfg.data.zoom)

@@ -12,20 +12,25 @@ Departures from the paper, each a switch whose default is the paper's form (docs
 (see :func:`cross_loss`); ``saturation`` adds L_sat, which keeps the features off the flat ends
 of their sigmoids (see :func:`saturation_loss`); ``independence`` adds L_ind, an unbiased HSIC
 between each subspace and the labels it should not hold (see :func:`independence_loss`);
-``perceptual`` adds a perceptual reconstruction term (:mod:`facefactors.train.perceptual`).
+``perceptual`` adds a perceptual reconstruction term, ``perceptual_identity`` and
+``perceptual_classes`` the same frozen network's identity and class distances
+(:mod:`facefactors.train.perceptual`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from facefactors.models.ufe import OTHERS, UFE, Features, mix_features
+
+if TYPE_CHECKING:
+    from facefactors.train.perceptual import PerceptualLoss
 
 
 def _valid(labels: dict[str, torch.Tensor], name: str, batch: int, device) -> torch.Tensor:
@@ -472,8 +477,17 @@ class UFELossConfig:
     # seed than the judging rater), or "auto": runs/perceptual-rater-{preset}-zoom{data.zoom},
     # trained there first (once, preset perceptual_net_preset, seed 1) if it is not yet.
     perceptual: float = 0.0  # its weight; 0 = off (the paper)
+    # The same network's outputs on I and D(E(I)) (train/perceptual.py): 1 - cosine of its
+    # identity embeddings, and the KL between its class distributions, mean over its heads.
+    perceptual_identity: float = 0.0  # weight; 0 = off
+    perceptual_classes: float = 0.0  # weight; 0 = off
     perceptual_net: str = ""
     perceptual_net_preset: str = "quick"
+
+
+def uses_perceptual_net(cfg: UFELossConfig) -> bool:
+    """Whether any term reads the frozen perceptual network: its distance, identity or classes."""
+    return cfg.perceptual > 0 or cfg.perceptual_identity > 0 or cfg.perceptual_classes > 0
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
@@ -531,7 +545,7 @@ def ufe_losses(
     rec_grad: float | dict[str, float] = 1.0,
     stats: dict[str, float] | None = None,
     history: FeatureHistory | None = None,
-    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    perceptual: PerceptualLoss | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
@@ -539,8 +553,9 @@ def ufe_losses(
     in :class:`UFELossConfig`): one factor, or ``{feature name: factor, "*": the rest}``; the
     decoder always gets the full gradient. A ``history`` of recent batches serves
     ``cfg.adversary_fit`` (term ``adv``) and ``cfg.independence_whiten``; this batch then joins
-    it. ``perceptual(image, reconstruction)`` is the perceptual term's distance (term ``perc``,
-    weight ``cfg.perceptual``). A ``stats`` dict,
+    it. ``perceptual`` is the frozen network of the perceptual terms: its distance (term ``perc``,
+    weight ``cfg.perceptual``) and its outputs' identity and class distances (``perc_id``,
+    ``perc_cls``; weights ``cfg.perceptual_identity``, ``cfg.perceptual_classes``). A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
     on the flat ends of their sigmoids).
@@ -565,7 +580,13 @@ def ufe_losses(
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
-    if cfg.perceptual > 0 and perceptual is not None:
+    if perceptual is not None and (cfg.perceptual_identity > 0 or cfg.perceptual_classes > 0):
+        readings = perceptual.terms(image, recon)  # one pass through the frozen network for all three
+        for name, weight in (("perc", cfg.perceptual), ("perc_id", cfg.perceptual_identity), ("perc_cls", cfg.perceptual_classes)):
+            if weight > 0:
+                terms[name] = readings[name]
+                total = total + weight * terms[name]
+    elif cfg.perceptual > 0 and perceptual is not None:
         terms["perc"] = perceptual(image, recon)
         total = total + cfg.perceptual * terms["perc"]
     if cfg.oth > 0:
