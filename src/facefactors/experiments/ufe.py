@@ -41,7 +41,7 @@ from facefactors.train.ufe_data import (
     render_world_set,
     world_a_config,
 )
-from facefactors.train.ufe_losses import uses_perceptual_net
+from facefactors.train.ufe_losses import PERCEPTUAL_TERMS, uses_perceptual_net
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_text
 
@@ -300,7 +300,7 @@ def expression_only_config(preset: str, overrides=()) -> UFETrainConfig:
     still make the expression feature independent of identity, lighting and pose, whose labels
     are in every batch, and the baseline would no longer be a plain expression classifier."""
     cfg = _config(preset, overrides, model__attributes=["expression"], model__cross_heads=False)
-    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, perceptual=0.0, perceptual_identity=0.0, perceptual_classes=0.0)
+    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, **dict.fromkeys(PERCEPTUAL_TERMS.values(), 0.0))
     return cfg
 
 
@@ -420,7 +420,7 @@ def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
     if cfg.loss.independence > 0:
         out["wo_ind"] = ["loss.independence=0"]
     if uses_perceptual_net(cfg.loss):
-        perceptual_off = [f"loss.{name}=0" for name in ("perceptual", "perceptual_identity", "perceptual_classes") if getattr(cfg.loss, name) > 0]
+        perceptual_off = [f"loss.{option}=0" for option in PERCEPTUAL_TERMS.values() if getattr(cfg.loss, option) > 0]
         out["wo_rec"] += perceptual_off
         out["wo_perc"] = perceptual_off
     return out

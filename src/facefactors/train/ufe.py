@@ -28,6 +28,7 @@ from facefactors.train.common import (
     prepare_run,
 )
 from facefactors.train.ufe_losses import (
+    PERCEPTUAL_TERMS,
     FeatureHistory,
     UFELossConfig,
     dis_weight,
@@ -80,10 +81,10 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
-    for option in ("perceptual", "perceptual_identity", "perceptual_classes"):
+    for option in PERCEPTUAL_TERMS.values():
         if getattr(loss, option) < 0:
             raise UserError(f"loss.{option} ({getattr(loss, option)}) must be >= 0 (0 = off)")
-    off = "set loss.perceptual, loss.perceptual_identity and loss.perceptual_classes to 0"
+    off = f"set {', '.join(f'loss.{option}' for option in PERCEPTUAL_TERMS.values())} to 0"
     if uses_perceptual_net(loss) and not loss.perceptual_net:
         raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or {off}")

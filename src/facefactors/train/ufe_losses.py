@@ -485,9 +485,13 @@ class UFELossConfig:
     perceptual_net_preset: str = "quick"
 
 
+# The terms read from the frozen perceptual network, each with the option holding its weight.
+PERCEPTUAL_TERMS = {"perc": "perceptual", "perc_id": "perceptual_identity", "perc_cls": "perceptual_classes"}
+
+
 def uses_perceptual_net(cfg: UFELossConfig) -> bool:
     """Whether any term reads the frozen perceptual network: its distance, identity or classes."""
-    return cfg.perceptual > 0 or cfg.perceptual_identity > 0 or cfg.perceptual_classes > 0
+    return any(getattr(cfg, option) > 0 for option in PERCEPTUAL_TERMS.values())
 
 
 def dis_weight(step: int, total_steps: int, cfg: UFELossConfig) -> float:
@@ -580,15 +584,12 @@ def ufe_losses(
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
-    if perceptual is not None and (cfg.perceptual_identity > 0 or cfg.perceptual_classes > 0):
+    if perceptual is not None and uses_perceptual_net(cfg):
         readings = perceptual.terms(image, recon)  # one pass through the frozen network for all three
-        for name, weight in (("perc", cfg.perceptual), ("perc_id", cfg.perceptual_identity), ("perc_cls", cfg.perceptual_classes)):
-            if weight > 0:
+        for name, option in PERCEPTUAL_TERMS.items():
+            if getattr(cfg, option) > 0:
                 terms[name] = readings[name]
-                total = total + weight * terms[name]
-    elif cfg.perceptual > 0 and perceptual is not None:
-        terms["perc"] = perceptual(image, recon)
-        total = total + cfg.perceptual * terms["perc"]
+                total = total + getattr(cfg, option) * terms[name]
     if cfg.oth > 0:
         terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
         total = total + cfg.oth * terms["oth"]
