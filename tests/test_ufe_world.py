@@ -146,3 +146,94 @@ def test_target_check_counts_the_off_diagonal_entries_over_the_limit():
     assert t["weak_offdiag_ratio_sum"] == pytest.approx(1.4 + 1.2 + 4.0 + 1.0)
     assert not t["weak_offdiag_ok"]
     assert t["silhouette_diagonal_ok"] and t["silhouette_offdiag_max"] == pytest.approx(0.10) and not t["silhouette_offdiag_ok"]
+
+
+def test_factor_codes_are_the_parameters_side_by_side():
+    from facefactors.world.ground_truth import SUBSPACE_FIELDS, factor_codes
+    from facefactors.world.world import FaceWorld
+
+    cfg, data = small_set()
+    params = sample_params_of(FaceWorld(cfg), data, torch.arange(len(data)))
+    codes = factor_codes(params)
+    assert list(codes) == list(SUBSPACE_FIELDS) and all(c.dtype == np.float64 and len(c) == 6 for c in codes.values())
+    hair = params.hair.shape[1]
+    np.testing.assert_array_equal(codes["others"][:, :hair], params.hair.double().numpy())  # fields in the order named
+    np.testing.assert_array_equal(codes["others"][:, -1], params.camera.double().numpy())  # a (B,) field is one column
+    assert codes["identity"].shape[1] == params.shape.shape[1] + params.albedo.shape[1]
+    # one person's identity code is the same in each of their images (the world's definition of identity)
+    np.testing.assert_array_equal(codes["identity"][0], codes["identity"][2])
+
+
+def _synthetic_world(n_people=20, per=20, seed=0):
+    """Codes whose dependences are known: "identity" is each person's point, "mixed" holds a noisy
+    copy of it in one of eight columns, "pose" is independent of the person."""
+    rng = np.random.default_rng(seed)
+    person = np.repeat(np.arange(n_people), per)
+    centres = rng.normal(size=(n_people, 2))
+    labels = {"identity": person, "pose": rng.integers(0, 2, size=len(person))}
+    mixed = rng.normal(size=(len(person), 8))
+    mixed[:, 0] = centres[person, 0] + 0.1 * rng.normal(size=len(person))
+    codes = {"identity": centres[person] + 0.05 * rng.normal(size=(len(person), 2)),
+             "pose": labels["pose"][:, None] + 0.1 * rng.normal(size=(len(person), 1)),
+             "mixed": mixed}
+    return codes, labels
+
+
+def test_knn_matrix_reads_what_a_code_holds_and_not_its_row_order():
+    from facefactors.experiments.ufe_eval import knn_matrix
+
+    codes, labels = _synthetic_world()
+    m = knn_matrix(codes, labels, ["identity", "pose"], ["identity", "pose"])
+    acc = np.asarray(m["accuracy"])
+    assert acc[0, 0] > 0.9 and acc[1, 1] > 0.95  # each code reads its own label
+    assert acc[1, 0] < 0.15  # the pose code knows nothing of 20 people (chance 0.05)
+    # a code that is the same for everyone: ties between neighbours must not follow the rows,
+    # which come grouped by person, so the reading stays at chance
+    flat = {"flat": np.zeros((len(labels["identity"]), 3))}
+    assert knn_matrix(flat, labels, ["flat"], ["identity"])["accuracy"][0][0] < 0.1
+
+
+def test_world_floor_flags_only_the_dependence_the_codes_really_hold():
+    from facefactors.experiments.ufe_eval import world_floor
+
+    codes, labels = _synthetic_world()
+    xs, ys = ["identity", "pose", "mixed"], ["identity", "pose"]
+    parts = {"mixed": {"column 0": codes["mixed"][:, :1], "the rest": codes["mixed"][:, 1:]}}
+    res = world_floor(codes, labels, xs, ys, parts=parts, permutations=3)
+    ratio = np.asarray(res["floor_over_chance"])
+    # the noisy copy of the person's position reads identity well over 1.5x chance (0.05);
+    # read from column 0 alone, it reads at least as well as from the whole eight columns
+    assert "mixed->identity" in res["floor_over_limit"] and ratio[2, 0] > 3
+    assert ratio[2, 0] == pytest.approx(max(res["parts_over_chance"]["mixed: column 0"][0], np.asarray(res["knn"])[2, 0] / 0.05, np.asarray(res["linear"])[2, 0] / 0.05))
+    assert res["parts_over_chance"]["mixed: the rest"][0] < res["parts_over_chance"]["mixed: column 0"][0]
+    # independent pairs stay under the flag: pose knows no person, identity no pose
+    assert "pose->identity" not in res["floor_over_limit"] and "identity->pose" not in res["floor_over_limit"]
+    assert "mixed->pose" not in res["floor_over_limit"]
+    assert all(v >= 1.0 for v in res["null_over_chance"])  # the shuffled readings' largest is at least chance
+    # true codes cluster by their own label, not by an independent one
+    sil = np.asarray(res["silhouette"])
+    assert sil[0, 0] > 0.5 and sil[1, 0] < 0.05
+
+
+@pytest.mark.slow  # about a minute of scikit-learn fits on 2 cores
+def test_world_floor_experiment_on_the_tiny_preset(tmp_path):
+    import json
+
+    from facefactors.experiments.ufe import run_experiment
+
+    report = run_experiment("world_floor", "tiny", tmp_path / "floor", progress=False)
+    assert "Each field of a subspace alone" in report.read_text() and "others: hair" in report.read_text()
+    res = json.loads((tmp_path / "floor" / "metrics.json").read_text())
+    assert res["x"] == ["identity", "expression", "lighting", "pose", "others"] and res["y"] == ["identity", "expression", "lighting", "pose"]
+    assert res["floor_over_chance"][0][0] > 1.5  # the true identity code reads identity
+
+
+def test_world_floor_refuses_features_of_another_set_before_fitting(tmp_path):
+    from facefactors.experiments.ufe import run_experiment
+    from facefactors.metrics.features import save_features
+    from facefactors.utils.errors import UserError
+
+    n = 16  # tiny's held-out size (4 people x 4 images), but other people
+    save_features(tmp_path / "other.npz", {"identity": np.zeros((n, 2), np.float32)}, {"identity": np.arange(n) % 4})
+    with pytest.raises(UserError, match="other.npz: its features are not world_a's held-out set of the 'tiny' preset"):
+        run_experiment("world_floor", "tiny", tmp_path / "floor", progress=False, run=str(tmp_path / "other.npz"))

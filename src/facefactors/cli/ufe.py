@@ -126,13 +126,13 @@ def rater(
 
 @app.command()
 def experiment(
-    name: str = typer.Argument(..., help="world_a | baseline | composites | user_study | multi_dataset | ablation"),
+    name: str = typer.Argument(..., help="world_a | baseline | composites | user_study | multi_dataset | ablation | world_floor"),
     preset: str = typer.Option("quick", help="tiny | quick | standard | full"),
     out: str | None = typer.Option(None, help="output folder (default runs/ufe-NAME-PRESET)"),
     run: str | None = typer.Option(None, help="reuse a trained UFE run instead of training one"),
     set_: list[str] = typer.Option([], "--set", help="config override section.field=value"),
 ) -> None:
-    """Run one of the six experiments of the paper on the world; writes report.md and metrics.json."""
+    """Run one of the paper's six experiments on the world (or world_floor: the leakage the world itself fixes); writes report.md and metrics.json."""
     from facefactors.experiments.ufe import run_experiment
 
     report = run_experiment(name, preset, out, set_, run=run)

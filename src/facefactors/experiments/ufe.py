@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -441,6 +442,61 @@ def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, ru
     return results
 
 
+def _without_chance(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "chance"}  # a table of ratios to chance needs no chance row
+
+
+def exp_world_floor(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None) -> dict:
+    """Not one of the paper's experiments: how much of the leakage targets of sec. 4.3 the world
+    itself fixes. The weak-classifier and silhouette matrices of the world's true factors on
+    world_a's held-out set (:func:`ufe_eval.world_floor`; nothing is trained or rendered; about
+    a minute of scikit-learn fits at standard), each field of a subspace also alone; with ``run``
+    (a folder holding the features.npz of a UFE on the same set) its weak-classifier entries
+    beside the floor."""
+    from facefactors.metrics.features import load_features
+    from facefactors.world.ground_truth import SUBSPACE_FIELDS, factor_codes
+    from facefactors.world.world import FaceWorld
+
+    cfg = _config(preset, overrides)
+    d = cfg.data
+    world = FaceWorld(world_a_config(d, cfg.model.image_size))
+    index = torch.arange(d.test_identities * d.test_images_per_identity)  # as render_world_set's test set
+    params = world.sample_params(index, "test", identities=index // d.test_images_per_identity)
+    labels = {k: v.numpy() for k, v in world.labels(params).items()}
+    feats = None
+    if run:  # checked before the floor's minute of fitting
+        feats = load_features(Path(run) / "features.npz" if Path(run).is_dir() else run)
+        if not np.array_equal(np.asarray(feats.labels.get("identity")), labels["identity"]):
+            raise UserError(f"{run}: its features are not world_a's held-out set of the {preset!r} preset; pass the preset (and --set data.*) it was evaluated with")
+    ys = [y for y in d.labelled if y in SUBSPACE_FIELDS]
+    xs = [*ys, OTHERS]
+    groups = {x: SUBSPACE_FIELDS[x] for x in xs}
+    parts = {x: factor_codes(params, {n: (n,) for n in fields}) for x, fields in groups.items() if len(fields) > 1}
+    res = ev.world_floor(factor_codes(params, groups), labels, xs, ys, parts=parts)
+    by_part = {"x": list(res["parts_over_chance"]), "y": ys, "part": list(res["parts_over_chance"].values())}
+    sections = [
+        ("Floor: the true factors read by the weak classifier or 10-NN / majority chance", ev.matrix_markdown(_without_chance(res), "floor_over_chance")
+         + "\n\nThe readers' noise (largest floor of any row with the labels shuffled): " + ", ".join(f"{y} {v:.2f}x" for y, v in zip(ys, res["null_over_chance"]))),
+        ("Each field of a subspace alone", ev.matrix_markdown(by_part, "part")),
+        ("Silhouette of the true factors (standardised)", ev.matrix_markdown(_without_chance(res), "silhouette")),
+        ("Off-diagonal entries whose floor is over 1.5x chance and over the noise", "\n".join(f"- {k}: {v}x" for k, v in res["floor_over_limit"].items()) or "none"),
+    ]
+    if feats is not None:
+        model = ev.weak_classifier_matrix(feats.features, labels, res["x"], ys)
+        ratio = np.asarray(model["accuracy"]) / np.maximum(np.asarray(model["chance"]), 1e-9)
+        rows = ["| entry | model / chance | floor / chance | over the 1.5x limit |", "|---|---|---|---|"]
+        for i, x in enumerate(res["x"]):
+            for j, y in enumerate(ys):
+                if x != y:
+                    f = res["floor_over_chance"][i][j]
+                    fixed = f"{x}->{y}" in res["floor_over_limit"]
+                    rows.append(f"| {x} -> {y} | {ratio[i, j]:.2f} | {f:.2f} | {('model and floor' if fixed else 'model') if ratio[i, j] > 1.5 else '-'} |")
+        res["model"] = {**model, "over_chance": ratio.tolist()}
+        sections.append((f"Beside the UFE of {run}", "\n".join(rows)))
+    write_report(out, f"The world's own leakage floor on world A's held-out set ({preset})", sections, res)
+    return res
+
+
 EXPERIMENTS = {
     "world_a": exp_world_a,
     "baseline": exp_baseline,
@@ -448,6 +504,7 @@ EXPERIMENTS = {
     "user_study": exp_user_study,
     "multi_dataset": exp_multi_dataset,
     "ablation": exp_ablation,
+    "world_floor": exp_world_floor,
 }
 
 

@@ -7,6 +7,7 @@ UFE features to them and draws the figures.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,84 @@ def silhouette_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndar
 
     r = metric({x: features[x] for x in xs}, {y: labels[y] for y in ys}, seed=seed)
     return {"x": r["rows"], "y": r["cols"], "silhouette": np.asarray(r["silhouette"]).tolist()}
+
+
+def knn_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], k: int = 10, seed: int = 0) -> dict:
+    """Accuracy of a k-nearest-neighbour classifier (standardised features, the same stratified
+    5 folds as the weak classifiers) reading label y from feature x: what a *nonlinear* reader
+    finds, where logistic regression sees only what is linearly separable."""
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    acc = np.zeros((len(xs), len(ys)))
+    # Equidistant neighbours (e.g. every neutral face's expression code is 0) are taken in row
+    # order, and rows come grouped by identity: a seeded shuffle keeps that order from voting.
+    order = np.random.default_rng(seed).permutation(len(next(iter(labels.values()))))
+    for j, y in enumerate(ys):
+        target = np.asarray(labels[y])[order].astype(np.int64)
+        folds_k = int(min(5, np.bincount(target).max()))  # as the weak classifiers' cv_accuracy
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # classes smaller than the folds
+            folds = list(StratifiedKFold(n_splits=folds_k, shuffle=True, random_state=seed).split(target, target))
+        for i, x in enumerate(xs):
+            f = np.asarray(features[x])[order]
+            scores = [make_pipeline(StandardScaler(), KNeighborsClassifier(min(k, len(tr)))).fit(f[tr], target[tr]).score(f[te], target[te]) for tr, te in folds]
+            acc[i, j] = float(np.mean(scores))
+    return {"x": list(xs), "y": list(ys), "accuracy": acc.tolist()}
+
+
+def _best_reading(codes: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logistic, 10-NN, larger of the two) accuracies, each (len(xs), len(ys))."""
+    linear = np.asarray(weak_classifier_matrix(codes, labels, xs, ys, seed)["accuracy"])
+    knn = np.asarray(knn_matrix(codes, labels, xs, ys, seed=seed)["accuracy"])
+    return linear, knn, np.maximum(linear, knn)
+
+
+def world_floor(
+    codes: dict[str, np.ndarray],  # {subspace: (N, D)} the world's true factors (world.ground_truth.factor_codes)
+    labels: dict[str, np.ndarray],
+    xs: list[str],  # rows (subspaces)
+    ys: list[str],  # columns (labels)
+    parts: dict[str, dict[str, np.ndarray]] | None = None,  # {row: {name: (N, d)}}: a row's fields one by one
+    limit: float = 1.5,  # the leakage target, x majority chance
+    permutations: int = 10,  # shuffles of the labels, for the readers' own noise
+    seed: int = 0,
+) -> dict:
+    """The leakage the world itself puts into the matrices of sec. 4.3: the weak-classifier and
+    silhouette matrices of the world's *true* factor codes, read by logistic regression (the
+    metric itself) and by 10 nearest neighbours (what a nonlinear feature could expose). An
+    encoder holding exactly the true factors in each subspace would score this floor: the larger
+    reading of the row's whole code and of each of its ``parts`` (a reader of the whole can read
+    any part, but ten neighbours in many irrelevant dimensions see less than in the one that
+    matters). ``null_over_chance`` is the largest floor of any row once the labels are shuffled:
+    the readers' noise, below which an entry says nothing. An off-diagonal entry whose floor is
+    over ``limit`` x chance and over that noise cannot meet the target by faithful features."""
+    linear, knn, floor = _best_reading(codes, labels, xs, ys, seed)
+    part_rows = {}
+    for i, x in enumerate(xs):
+        if parts and parts.get(x):
+            names = list(parts[x])
+            _, _, f = _best_reading(parts[x], labels, names, ys, seed)
+            part_rows.update({f"{x}: {n}": f[k] for k, n in enumerate(names)})
+            floor[i] = np.maximum(floor[i], f.max(0))
+    rng = np.random.default_rng(seed)
+    null = np.zeros(len(ys))
+    for _ in range(permutations):
+        shuffled = {y: rng.permutation(np.asarray(labels[y])) for y in ys}
+        null = np.maximum(null, _best_reading(codes, shuffled, xs, ys, seed)[2].max(0))
+    chance = np.asarray(weak_classifier_matrix(codes, labels, xs[:1], ys, seed)["chance"])
+    ratio = floor / np.maximum(chance, 1e-9)
+    null_ratio = null / np.maximum(chance, 1e-9)
+    standardised = {x: (c - c.mean(0)) / np.maximum(c.std(0), 1e-12) for x, c in codes.items()}
+    sil = silhouette_matrix(standardised, labels, xs, ys, seed)
+    over = {f"{x}->{y}": round(float(ratio[i, j]), 2) for i, x in enumerate(xs) for j, y in enumerate(ys)
+            if x != y and ratio[i, j] > limit and ratio[i, j] > null_ratio[j]}
+    return {"x": list(xs), "y": list(ys), "chance": chance.tolist(), "linear": linear.tolist(), "knn": knn.tolist(), "floor": floor.tolist(),
+            "floor_over_chance": ratio.tolist(), "null_over_chance": null_ratio.tolist(), "silhouette": sil["silhouette"],
+            "parts_over_chance": {k: (v / np.maximum(chance, 1e-9)).tolist() for k, v in part_rows.items()},
+            "floor_over_limit": dict(sorted(over.items(), key=lambda kv: -kv[1]))}
 
 
 def matrix_markdown(m: dict, key: str, fmt: str = "{:.2f}") -> str:
