@@ -41,6 +41,7 @@ from facefactors.train.ufe_data import (
     GroupedBatches,
     render_world_set,
     world_a_config,
+    world_set_index,
 )
 from facefactors.train.ufe_losses import PERCEPTUAL_TERMS, uses_perceptual_net
 from facefactors.utils.errors import UserError
@@ -460,8 +461,8 @@ def exp_world_floor(preset: str, out: Path, overrides=(), progress: bool = True,
     cfg = _config(preset, overrides)
     d = cfg.data
     world = FaceWorld(world_a_config(d, cfg.model.image_size))
-    index = torch.arange(d.test_identities * d.test_images_per_identity)  # as render_world_set's test set
-    params = world.sample_params(index, "test", identities=index // d.test_images_per_identity)
+    index, ident = world_set_index(d.test_identities, d.test_images_per_identity)  # world_a_sets' test set
+    params = world.sample_params(index, "test", identities=ident)
     labels = {k: v.numpy() for k, v in world.labels(params).items()}
     feats = None
     if run:  # checked before the floor's minute of fitting

@@ -108,6 +108,8 @@ def world_floor(
     matters). ``null_over_chance`` is the largest floor of any row once the labels are shuffled:
     the readers' noise, below which an entry says nothing. An off-diagonal entry whose floor is
     over ``limit`` x chance and over that noise cannot meet the target by faithful features."""
+    from facefactors.metrics.subspace import chance_levels
+
     linear, knn, floor = _best_reading(codes, labels, xs, ys, seed)
     part_rows = {}
     for i, x in enumerate(xs):
@@ -121,7 +123,7 @@ def world_floor(
     for _ in range(permutations):
         shuffled = {y: rng.permutation(np.asarray(labels[y])) for y in ys}
         null = np.maximum(null, _best_reading(codes, shuffled, xs, ys, seed)[2].max(0))
-    chance = np.asarray(weak_classifier_matrix(codes, labels, xs[:1], ys, seed)["chance"])
+    chance = np.asarray([chance_levels(np.asarray(labels[y]))[1] for y in ys])  # majority class, as the weak classifiers
     ratio = floor / np.maximum(chance, 1e-9)
     null_ratio = null / np.maximum(chance, 1e-9)
     standardised = {x: (c - c.mean(0)) / np.maximum(c.std(0), 1e-12) for x, c in codes.items()}

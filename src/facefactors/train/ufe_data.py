@@ -132,6 +132,15 @@ def world_a_config(data, image_size: int):
                        nir_probability=data.nir_probability, zoom=data.zoom)
 
 
+def world_set_index(num_identities: int, per_identity: int, identity_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(world sample index, local identity) of each image of :func:`render_world_set`'s set:
+    image j is sample ``j + identity_offset * per_identity`` of the split, of that index's person
+    ``index // per_identity``; ``FaceWorld.sample_params(index, split, identities=ident)`` gives
+    the set's parameters without rendering it."""
+    index = torch.arange(num_identities * per_identity) + identity_offset * per_identity
+    return index, index // per_identity
+
+
 def render_world_set(
     world_config,  # a WorldConfig
     split: str,  # "train" / "val" / "test": identities are disjoint between splits
@@ -166,8 +175,7 @@ def render_world_set(
                 return FaceTensorSet(torch.from_numpy(z["images"]), labels, description, torch.from_numpy(z["index"]), split)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is simply re-rendered
-    index = torch.arange(n) + identity_offset * per_identity
-    ident = index // per_identity
+    index, ident = world_set_index(num_identities, per_identity, identity_offset)
     images, labels = [], {}
     from facefactors.data.progress import progress_bar
 
