@@ -149,12 +149,13 @@ def test_target_check_counts_the_off_diagonal_entries_over_the_limit():
 
 
 def test_factor_codes_are_the_parameters_side_by_side():
-    from facefactors.world.ground_truth import SUBSPACE_FIELDS, factor_codes
+    from facefactors.experiments.ufe import SUBSPACE_FIELDS
+    from facefactors.world.ground_truth import factor_codes
     from facefactors.world.world import FaceWorld
 
     cfg, data = small_set()
     params = sample_params_of(FaceWorld(cfg), data, torch.arange(len(data)))
-    codes = factor_codes(params)
+    codes = factor_codes(params, SUBSPACE_FIELDS)
     assert list(codes) == list(SUBSPACE_FIELDS) and all(c.dtype == np.float64 and len(c) == 6 for c in codes.values())
     hair = params.hair.shape[1]
     np.testing.assert_array_equal(codes["others"][:, :hair], params.hair.double().numpy())  # fields in the order named

@@ -107,25 +107,11 @@ class WorldGroundTruth:
         return torch.cat(out).numpy().astype(np.float32)
 
 
-# The world's true factors grouped as the UFE's subspaces (Banerjee et al., sec. 3): what a
-# perfectly disentangled encoder that is also faithful to the image would hold in each. Camera
-# (RGB / NIR) is a domain the UFE is trained to be invariant to, so "others" is its only place;
-# hair style is an "others" factor (DESIGN.md) although each image's varies around its person's
-# own (FaceWorld.draw_factor), which is why "others" can read identity even in the ground truth.
-SUBSPACE_FIELDS: dict[str, tuple[str, ...]] = {
-    "identity": ("shape", "albedo"),
-    "expression": ("expression_weights",),
-    "lighting": ("light",),
-    "pose": ("pose",),
-    "others": ("hair", "background", "eyeglasses", "glasses_style", "noise", "camera"),
-}
-
-
-def factor_codes(params, fields: dict[str, tuple[str, ...]] | None = None) -> dict[str, np.ndarray]:
+def factor_codes(params, fields: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
     """{group: (B, D) float64}: the FaceParams ``fields`` of each group side by side, one row per
-    sample (default: :data:`SUBSPACE_FIELDS`)."""
+    sample (e.g. ``experiments.ufe.SUBSPACE_FIELDS``: the true factors of each UFE subspace)."""
     out = {}
-    for group, names in (fields or SUBSPACE_FIELDS).items():
+    for group, names in fields.items():
         cols = [getattr(params, n).detach().double().reshape(len(params), -1).cpu().numpy() for n in names]
         out[group] = np.concatenate(cols, axis=1)
     return out
