@@ -138,6 +138,46 @@ def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_lo
 
 
 
+def test_ablation_experiment_runs_only_the_chosen_variants(tmp_path, monkeypatch):
+    import facefactors.experiments.ufe as X
+
+    trained = {}
+    matrix = {"x": ["identity"], "y": ["identity"], "silhouette": [[0.5]]}
+    monkeypatch.setattr(X, "world_a_sets", lambda cfg, progress: (None, None))
+    monkeypatch.setattr(X, "train_or_load", lambda cfg, out, train, progress: trained.setdefault(out.name, cfg.loss))
+    monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix})
+    X.run_experiment("ablation", "tiny", tmp_path, ["loss.cross=0"], progress=False, variants=["wo_oth", "wo_rec"])
+    assert list(trained) == ["full", "wo_rec", "wo_oth"]  # the ablations' own order, the full model first
+    assert trained["wo_oth"].oth == 0 and trained["wo_rec"].rec == 0 and trained["full"].oth > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "wo_oth: silhouette" in report and "wo_cls" not in report
+    with pytest.raises(UserError, match="unknown ablation wo_cross.*choose from wo_cls"):  # L_x is off, so no wo_cross
+        X.run_experiment("ablation", "tiny", tmp_path, ["loss.cross=0"], progress=False, variants=["wo_cross"])
+    with pytest.raises(UserError, match="--variants chooses ablations"):
+        X.run_experiment("composites", "tiny", tmp_path, progress=False, variants=["wo_oth"])
+
+
+def test_experiments_reuse_a_finished_run_only_if_it_was_trained_with_the_same_config(tmp_path, monkeypatch):
+    import facefactors.experiments.ufe as X
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny")
+    data = synthetic_set()
+    stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    run, model = train_ufe(cfg, tmp_path / "run", stream, data.description)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(X, "train_ufe", no_training)
+    again = load_config(UFETrainConfig, "ufe", "tiny", ["trainer.threads=2"])  # may change between runs
+    reused = X.train_or_load(again, run.path, data, progress=False)
+    x = data.batch([0, 5])["image"]
+    assert torch.allclose(reused.encode(x)["identity"], model.encode(x)["identity"], atol=1e-6)
+    other = load_config(UFETrainConfig, "ufe", "tiny", ["loss.oth=0"])
+    with pytest.raises(UserError, match=r"run: holds a finished run trained with other options \(loss.oth: 1.0 -> 0"):
+        X.train_or_load(other, run.path, data, progress=False)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "quick", "standard", "full"])
 def test_expression_only_baseline_is_trained_by_the_classification_loss_alone(preset):
     from facefactors.experiments.ufe import expression_only_config

@@ -32,7 +32,8 @@ from facefactors.experiments import ufe_eval as ev
 from facefactors.experiments.rater import study_summary, write_json
 from facefactors.models.rater import Reading, most_changed
 from facefactors.models.ufe import OTHERS, UFE, mix_features
-from facefactors.train.common import RunDir
+from facefactors.train.common import RunDir, config_differences
+from facefactors.train.perceptual import ensure_perceptual_net
 from facefactors.train.rater import ensure_rater
 from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
 from facefactors.train.ufe_data import (
@@ -105,6 +106,12 @@ def train_stream(cfg: UFETrainConfig, train: FaceTensorSet, progress: bool = Tru
 def train_or_load(cfg: UFETrainConfig, out: Path, train: FaceTensorSet, progress: bool = True, overwrite: bool = False) -> UFE:
     run = RunDir(out)
     if run.weights.is_file() and not overwrite and _finished(run, cfg):
+        # Reuse only what this config would train: a folder left by other options (another
+        # preset, an ablation's overrides changed) must not stand in for it silently.
+        ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, progress)
+        diff = config_differences(run, cfg) if run.config.is_file() else ["config.yaml missing"]
+        if diff:
+            raise UserError(f"{out}: holds a finished run trained with other options ({', '.join(diff[:3])}); remove it or choose another --out")
         console.print(f"[cyan]reusing[/] trained model in {out}")
         return load_ufe(out)
     stream, desc = train_stream(cfg, train, progress)
@@ -442,13 +449,23 @@ def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
     return out
 
 
-def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None) -> dict:
-    """Sec. 4.8, Fig. 7: the full model and five ablations, silhouette matrices side by side."""
+def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None) -> dict:
+    """Sec. 4.8, Fig. 7: the full model and five ablations, silhouette matrices side by side.
+
+    ``variants`` names the ablations to run (default: all of :func:`ablations`); each trains in
+    ``out/<variant>``, or is reused from there if a finished run of the same config is found, so
+    a study can be run a few variants at a time into the same folder."""
     results = {}
     sections = []
     cfg = _config(preset, overrides)
+    todo = ablations(cfg)
+    if variants:
+        unknown = [v for v in variants if v not in todo]
+        if unknown:
+            raise UserError(f"unknown ablation {', '.join(unknown)} for this config; choose from {', '.join(todo)}")
+        todo = {v: todo[v] for v in todo if v in variants}
     train, test = world_a_sets(cfg, progress)
-    for name, extra in {"full": [], **ablations(cfg)}.items():
+    for name, extra in {"full": [], **todo}.items():
         c = _config(preset, [*overrides, *extra])
         model = load_ufe(run) if (run and name == "full") else train_or_load(c, out / name, train, progress)
         results[name] = evaluate_matrices(model, test, out, tag=f"_{name}", tsne=False)
@@ -523,11 +540,14 @@ EXPERIMENTS = {
 }
 
 
-def run_experiment(name: str, preset: str = "quick", out: str | Path | None = None, overrides=(), progress: bool = True, run: str | None = None) -> Path:
+def run_experiment(name: str, preset: str = "quick", out: str | Path | None = None, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None) -> Path:
     if name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    if variants and name != "ablation":
+        raise UserError(f"--variants chooses ablations; experiment {name!r} has none (use it with `ablation`)")
     out = Path(out or f"runs/ufe-{name}-{preset}")
     out.mkdir(parents=True, exist_ok=True)
-    EXPERIMENTS[name](preset, out, list(overrides), progress, run)
+    extra = {"variants": variants} if variants else {}
+    EXPERIMENTS[name](preset, out, list(overrides), progress, run, **extra)
     return out / "report.md"
 

@@ -107,17 +107,7 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
     run = RunDir(Path(out))
     resuming = run.has_checkpoint() and not overwrite
     if resuming and run.config.is_file():
-        import yaml
-
-        saved = yaml.safe_load(run.config.read_text()) or {}
-        new = to_dict(cfg)
-        # A field added to the config after the run was saved takes its default, which by
-        # convention keeps the earlier behaviour; without this every old run stopped resuming.
-        try:
-            saved = _fill_missing(saved, to_dict(type(cfg)()))
-        except TypeError:  # a config class without defaults for every field
-            pass
-        diff = _config_diff(saved, new, ignore=RESUME_MAY_CHANGE)
+        diff = config_differences(run, cfg)
         if diff:
             raise UserError(
                 f"{run.config}: this run directory holds a run with a different config ({', '.join(diff[:3])}); "
@@ -136,6 +126,21 @@ def prepare_run(out: str | Path, cfg, overwrite: bool = False) -> tuple[RunDir, 
     run.samples.mkdir(exist_ok=True)
     save_config(cfg, run.config)
     return run, resuming
+
+
+def config_differences(run: RunDir, cfg) -> list[str]:
+    """The fields in which ``run``'s saved config differs from ``cfg`` ("section.field: old ->
+    new"), but those of ``RESUME_MAY_CHANGE``; empty when the run was trained with ``cfg``."""
+    import yaml
+
+    saved = yaml.safe_load(run.config.read_text()) or {}
+    # A field added to the config after the run was saved takes its default, which by
+    # convention keeps the earlier behaviour; without this every old run stopped resuming.
+    try:
+        saved = _fill_missing(saved, to_dict(type(cfg)()))
+    except TypeError:  # a config class without defaults for every field
+        pass
+    return _config_diff(saved, to_dict(cfg), ignore=RESUME_MAY_CHANGE)
 
 
 def _fill_missing(saved: dict, defaults: dict) -> dict:
