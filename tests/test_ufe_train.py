@@ -135,6 +135,7 @@ def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_lo
     assert trained["wo_rec"].rec == 0 and trained["wo_rec"].perceptual == 0 and trained["wo_perc"].rec == full.rec > 0
     assert trained["wo_perc"].perceptual == 0 and trained["wo_ind"].independence == 0 and trained["wo_ind"].perceptual == 30.0
     assert "wo_perc: silhouette" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "silhouette_side_by_side.png").stat().st_size > 1000
 
 
 

@@ -168,6 +168,34 @@ def matrix_figure(m: dict, key: str, path: str | Path, title: str, vmin: float =
     return path
 
 
+def matrices_side_by_side(matrices: dict[str, dict], key: str, path: str | Path, vmin: float = -1.0, vmax: float = 1.0) -> Path:
+    """One figure with a heatmap per named matrix in a row (Fig. 7's layout): the ablations'
+    silhouettes on one colour scale, so an entry that moved is seen at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(matrices)
+    first = matrices[names[0]]
+    fig, axes = plt.subplots(1, len(names), figsize=(0.9 * len(first["y"]) * len(names) + 2, 0.7 * len(first["x"]) + 1.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        m = matrices[name]
+        a = np.asarray(m[key])
+        im = ax.imshow(a, vmin=vmin, vmax=vmax, cmap="RdBu_r" if vmin < 0 else "viridis")
+        ax.set_xticks(range(len(m["y"])), m["y"], rotation=45, fontsize=7)
+        ax.set_yticks(range(len(m["x"])), m["x"] if ax is axes[0][0] else [""] * len(m["x"]), fontsize=7)
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=6, color="k")
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    path = Path(path)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def tsne_figure(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], path: str | Path, identities: int = 6, seed: int = 0) -> Path:
     """t-SNE of each feature x (rows) coloured by each label y (columns), on ``identities``
     held-out identities (6 in the paper's Fig. 2)."""
