@@ -119,7 +119,9 @@ def test_ablations_add_cross_independence_and_perceptual_only_when_the_config_us
     assert ablations(cfg)["wo_perc"] == ["loss.perceptual_identity=0", "loss.perceptual_classes=0"]
 
 
-def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_losses_off(tmp_path, monkeypatch):
+def _ablation_without_training(monkeypatch):
+    """The experiments module with training and evaluation replaced: ``trained`` records each
+    variant's loss config by folder name."""
     import facefactors.experiments.ufe as X
 
     trained = {}
@@ -127,6 +129,11 @@ def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_lo
     monkeypatch.setattr(X, "world_a_sets", lambda cfg, progress: (None, None))
     monkeypatch.setattr(X, "train_or_load", lambda cfg, out, train, progress: trained.setdefault(out.name, cfg.loss))
     monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix})
+    return X, trained
+
+
+def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_losses_off(tmp_path, monkeypatch):
+    X, trained = _ablation_without_training(monkeypatch)
     X.exp_ablation("tiny", tmp_path, ["loss.independence=0.3", "loss.perceptual=30", "loss.perceptual_net=auto"], progress=False)
     assert list(trained) == ["full", "wo_cls", "wo_con", "wo_rec", "wo_dis", "wo_oth", "wo_cross", "wo_ind", "wo_perc"]  # tiny has L_x
     full = trained["full"]
@@ -138,15 +145,8 @@ def test_ablation_experiment_trains_the_full_model_and_each_ablation_with_its_lo
     assert (tmp_path / "silhouette_side_by_side.png").stat().st_size > 1000
 
 
-
 def test_ablation_experiment_runs_only_the_chosen_variants(tmp_path, monkeypatch):
-    import facefactors.experiments.ufe as X
-
-    trained = {}
-    matrix = {"x": ["identity"], "y": ["identity"], "silhouette": [[0.5]]}
-    monkeypatch.setattr(X, "world_a_sets", lambda cfg, progress: (None, None))
-    monkeypatch.setattr(X, "train_or_load", lambda cfg, out, train, progress: trained.setdefault(out.name, cfg.loss))
-    monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix})
+    X, trained = _ablation_without_training(monkeypatch)
     X.run_experiment("ablation", "tiny", tmp_path, ["loss.cross=0"], progress=False, variants=["wo_oth", "wo_rec"])
     assert list(trained) == ["full", "wo_rec", "wo_oth"]  # the ablations' own order, the full model first
     assert trained["wo_oth"].oth == 0 and trained["wo_rec"].rec == 0 and trained["full"].oth > 0
