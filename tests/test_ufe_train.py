@@ -128,7 +128,8 @@ def _ablation_without_training(monkeypatch):
     matrix = {"x": ["identity"], "y": ["identity"], "silhouette": [[0.5]]}
     monkeypatch.setattr(X, "world_a_sets", lambda cfg, progress: (None, None))
     monkeypatch.setattr(X, "train_or_load", lambda cfg, out, train, progress: trained.setdefault(out.name, cfg.loss))
-    monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix})
+    weak = {"x": ["identity"], "y": ["identity"], "accuracy": [[0.9]]}
+    monkeypatch.setattr(X, "evaluate_matrices", lambda model, test, out, tag, tsne: {"silhouette": matrix, "weak_classifier": weak})
     return X, trained
 
 

@@ -470,8 +470,7 @@ def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, ru
         model = load_ufe(run) if (run and name == "full") else train_or_load(c, out / name, train, progress)
         results[name] = evaluate_matrices(model, test, out, tag=f"_{name}", tsne=False)
         sections.append((f"{name}: silhouette", ev.matrix_markdown(results[name]["silhouette"], "silhouette", "{:+.3f}") + f"\n\n![s](silhouette_{name}.png)"))
-        if "weak_classifier" in results[name]:
-            sections.append((f"{name}: weak classifiers", ev.matrix_markdown(results[name]["weak_classifier"], "accuracy")))
+        sections.append((f"{name}: weak classifiers", ev.matrix_markdown(results[name]["weak_classifier"], "accuracy")))
     ev.matrices_side_by_side({k: v["silhouette"] for k, v in results.items()}, "silhouette", out / "silhouette_side_by_side.png")
     sections.insert(0, ("Silhouettes side by side", "![silhouettes](silhouette_side_by_side.png)"))
     write_report(out, f"Ablation ({preset}) (paper sec. 4.8, Fig. 7)", sections, results)

@@ -145,20 +145,26 @@ def matrix_markdown(m: dict, key: str, fmt: str = "{:.2f}") -> str:
     return "\n".join(rows)
 
 
+def _draw_matrix(ax, m: dict, key: str, vmin: float, vmax: float, fontsize: int):
+    """A matrix as a heatmap with its values written in the cells; returns the image."""
+    a = np.asarray(m[key])
+    im = ax.imshow(a, vmin=vmin, vmax=vmax, cmap="RdBu_r" if vmin < 0 else "viridis")
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=fontsize, color="k")
+    return im
+
+
 def matrix_figure(m: dict, key: str, path: str | Path, title: str, vmin: float = -1.0, vmax: float = 1.0) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    a = np.asarray(m[key])
     fig, ax = plt.subplots(figsize=(1.1 * len(m["y"]) + 2, 0.8 * len(m["x"]) + 1.5))
-    im = ax.imshow(a, vmin=vmin, vmax=vmax, cmap="RdBu_r" if vmin < 0 else "viridis")
+    im = _draw_matrix(ax, m, key, vmin, vmax, fontsize=8)
     ax.set_xticks(range(len(m["y"])), [f"y={y}" for y in m["y"]], rotation=30)
     ax.set_yticks(range(len(m["x"])), [f"x={x}" for x in m["x"]])
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8, color="k")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
@@ -181,13 +187,9 @@ def matrices_side_by_side(matrices: dict[str, dict], key: str, path: str | Path,
     fig, axes = plt.subplots(1, len(names), figsize=(0.9 * len(first["y"]) * len(names) + 2, 0.7 * len(first["x"]) + 1.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         m = matrices[name]
-        a = np.asarray(m[key])
-        im = ax.imshow(a, vmin=vmin, vmax=vmax, cmap="RdBu_r" if vmin < 0 else "viridis")
+        im = _draw_matrix(ax, m, key, vmin, vmax, fontsize=6)
         ax.set_xticks(range(len(m["y"])), m["y"], rotation=45, fontsize=7)
         ax.set_yticks(range(len(m["x"])), m["x"] if ax is axes[0][0] else [""] * len(m["x"]), fontsize=7)
-        for i in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=6, color="k")
         ax.set_title(name, fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     path = Path(path)
