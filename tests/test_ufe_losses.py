@@ -607,3 +607,35 @@ def test_independence_whitening_uses_the_history():
     _, second = ufe_losses(model, image, labels, cfg, 0.0, history=history)
     assert second["ind"].item() != pytest.approx(first["ind"].item(), rel=1e-3)
     assert len(history) == 2
+
+
+class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ops that make the host wait for the device on a GPU: reading a value
+    (.item(), bool(), .any() in an ``if``) and boolean indexing (its size depends on the data)."""
+
+    SYNCING = ("aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default")
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        boolean_index = func is torch.ops.aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1])
+        if str(func) in self.SYNCING or boolean_index:
+            self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_classification_and_contrastive_losses_make_no_host_sync():
+    # A step computes these once per head and attribute (about 40 syncs a step before): on a GPU
+    # each sync leaves the device idle while the host catches up. Missing labels included.
+    logits = {"identity": torch.randn(6, 4, requires_grad=True), "pose": torch.randn(6, 2, requires_grad=True)}
+    labels = {"identity": torch.tensor([0, 0, 1, 1, -1, 2]), "pose": torch.tensor([-1, -1, -1, -1, -1, -1])}
+    features = {"identity": torch.rand(6, 8, requires_grad=True), "pose": torch.rand(6, 8, requires_grad=True)}
+    with _HostSyncs() as syncs:
+        total = classification_loss(logits, labels)
+        for balanced in (False, True):
+            total = total + contrastive_loss(features, labels, margin=0.4, balanced=balanced, normalize=True)
+        total.backward()
+    assert syncs.calls == []
+    assert torch.isfinite(total) and torch.equal(features["pose"].grad, torch.zeros(6, 8))  # pose: no valid pair

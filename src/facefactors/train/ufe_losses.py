@@ -46,7 +46,10 @@ def classification_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch
     for a, z in logits.items():  # z: (B, C)
         y = _valid(labels, a, z.shape[0], z.device)  # (B,)
         ok = y >= 0
-        term = F.cross_entropy(z[ok], y[ok], reduction="sum") / ok.sum().clamp(min=1) if ok.any() else z.sum() * 0
+        # ignore_index instead of z[ok]: the same sum without a host sync per head (on a GPU,
+        # boolean indexing and .any() wait for the device; an H200 step showed no measurable gain,
+        # docs/results.md "On a GPU"); all-missing gives 0 and no gradient.
+        term = F.cross_entropy(z, y.masked_fill(~ok, -1), ignore_index=-1, reduction="sum") / ok.sum().clamp(min=1)
         total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
 
@@ -57,11 +60,12 @@ def pairwise_distance(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.sqrt(sq + eps)
 
 
-def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normalize: bool = False):
+def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normalize: bool = False, skip_empty: bool = True):
     """For each attribute with a feature and at least one valid pair: (name, d (B, B), valid (B, B),
     same (B, B)). d is the L2 distance of eq. 2 (divided by sqrt(D) with ``normalize``); a pair is
     valid when both images carry the label (not -1) and they are two different images; same marks
-    equal labels. Shared by L_con and its margin diagnostic."""
+    equal labels. Shared by L_con and its margin diagnostic. ``skip_empty=False`` also yields
+    attributes without a valid pair (no host sync to find out; masked means are 0 there)."""
     for a, y in labels.items():
         if a not in features:
             continue
@@ -69,7 +73,7 @@ def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normaliz
         y = y.to(device=f.device, dtype=torch.long)
         has = y >= 0
         valid = has[:, None] & has[None, :] & ~torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
-        if not valid.any():
+        if skip_empty and not valid.any():
             continue
         d = pairwise_distance(f)
         if normalize:
@@ -103,24 +107,25 @@ def contrastive_loss(
       times the pull of one with many (identity, lighting), and takes the trunk early.
     """
     total = None
-    for name, d, valid, same_b in labelled_pairs(features, labels, normalize):
+    for name, d, valid, same_b in labelled_pairs(features, labels, normalize, skip_empty=False):
         same = same_b.to(d.dtype)
         per_pair = same * d + (1 - same) * F.relu(margin - d)
         if balanced:
-            pos, neg = valid & same_b, valid & ~same_b
-            term = per_pair.new_zeros(())
-            if pos.any():
-                term = term + per_pair[pos].mean()
-            if neg.any():
-                term = term + per_pair[neg].mean()
+            term = _masked_mean(per_pair, valid & same_b) + _masked_mean(per_pair, valid & ~same_b)
         else:
-            term = per_pair[valid].mean()
+            term = _masked_mean(per_pair, valid)
         if weights:
             term = weights.get(name, 1.0) * term
         total = term if total is None else total + term
     if total is None:
         return next(iter(features.values())).sum() * 0
     return total
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` holds, 0 where it never does: ``values[mask].mean()``
+    without the host sync of boolean indexing."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def negatives_inside_margin(features: Features, labels: dict[str, torch.Tensor], margin: float, normalize: bool = False) -> dict[str, float]:
