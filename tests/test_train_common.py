@@ -66,6 +66,34 @@ def test_train_then_resume_continues_from_last_checkpoint(tmp_path):
     assert load_saved_config(ToyConfig, run2.config).trainer.max_steps == 9
 
 
+class InterruptedRecipe(ToyRecipe):
+    """Ctrl-C arrives during step ``stop_at``, after steps 0..stop_at-1 have finished."""
+
+    stop_at = 4
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.stop_at:
+            raise KeyboardInterrupt
+        return super().training_step(batch, batch_idx)
+
+
+def test_interrupted_run_keeps_every_finished_step_and_resumes_there(tmp_path, caplog):
+    cfg = ToyConfig()  # periodic checkpoint at step 3; interrupted during step 4
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    recipe = InterruptedRecipe(cfg.width)
+    with caplog.at_level("INFO"), pytest.raises((KeyboardInterrupt, SystemExit)):
+        fit(build_trainer(cfg.trainer, run), recipe, run, train_dataloaders=loader(cfg.width))
+    state = torch.load(run.last_checkpoint, weights_only=True)
+    assert state["global_step"] == 4 and state["optimizer_states"]  # the whole state, not only weights
+    assert "weights_only` was not set" not in caplog.text  # saving says what it saves
+    weights = recipe.model.weight.detach().clone()
+
+    resumed = ToyRecipe(cfg.width)
+    fit(build_trainer(cfg.trainer, run), resumed, run, train_dataloaders=loader(cfg.width))
+    assert resumed.seen_steps == [4, 5]
+    assert not torch.equal(resumed.model.weight.detach(), weights)  # it trained on from step 4's weights
+
+
 def test_resume_with_different_config_is_refused(tmp_path):
     cfg = ToyConfig()
     run, _ = prepare_run(tmp_path / "run", cfg)

@@ -234,7 +234,10 @@ class SaveOnInterrupt(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if isinstance(exception, (KeyboardInterrupt, SystemExit)) and trainer.global_step > 0:
-            trainer.save_checkpoint(str(self.run.last_checkpoint))
+            # The whole state (optimiser, loops) for resuming. Said explicitly: left unset, Lightning
+            # logs "`weights_only` was not set, defaulting to `False`" (about saving), which reads
+            # like an unsafe load; loading is always weights_only=True (fit).
+            trainer.save_checkpoint(str(self.run.last_checkpoint), weights_only=False)
 
 
 def is_logger_step(global_step: int, every: int) -> bool:
