@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from facefactors.data.description import DatasetDescription, Factor
 from facefactors.models.ufe import UFE, UFEConfig
@@ -609,7 +610,7 @@ def test_independence_whitening_uses_the_history():
     assert len(history) == 2
 
 
-class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+class _HostSyncs(TorchDispatchMode):
     """Records the ops that make the host wait for the device on a GPU: reading a value
     (.item(), bool(), .any() in an ``if``) and boolean indexing (its size depends on the data)."""
 
@@ -627,8 +628,9 @@ class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def test_classification_and_contrastive_losses_make_no_host_sync():
-    # A step computes these once per head and attribute (about 40 syncs a step before): on a GPU
-    # each sync leaves the device idle while the host catches up. Missing labels included.
+    # A standard step computes these once per head and attribute: 80 of its 105 syncing ops
+    # before (docs/results.md, "On a GPU"); on a GPU each one leaves the device idle while the
+    # host catches up. Missing labels included.
     logits = {"identity": torch.randn(6, 4, requires_grad=True), "pose": torch.randn(6, 2, requires_grad=True)}
     labels = {"identity": torch.tensor([0, 0, 1, 1, -1, 2]), "pose": torch.tensor([-1, -1, -1, -1, -1, -1])}
     features = {"identity": torch.rand(6, 8, requires_grad=True), "pose": torch.rand(6, 8, requires_grad=True)}
