@@ -60,12 +60,12 @@ def pairwise_distance(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.sqrt(sq + eps)
 
 
-def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normalize: bool = False, skip_empty: bool = True):
-    """For each attribute with a feature and at least one valid pair: (name, d (B, B), valid (B, B),
-    same (B, B)). d is the L2 distance of eq. 2 (divided by sqrt(D) with ``normalize``); a pair is
-    valid when both images carry the label (not -1) and they are two different images; same marks
-    equal labels. Shared by L_con and its margin diagnostic. ``skip_empty=False`` also yields
-    attributes without a valid pair (no host sync to find out; masked means are 0 there)."""
+def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normalize: bool = False):
+    """For each labelled attribute with a feature: (name, d (B, B), valid (B, B), same (B, B)).
+    d is the L2 distance of eq. 2 (divided by sqrt(D) with ``normalize``); a pair is valid when
+    both images carry the label (not -1) and they are two different images; same marks equal
+    labels. An attribute without a valid pair is yielded too (finding out would be a host sync):
+    users mask by ``valid``. Shared by L_con and its margin diagnostic."""
     for a, y in labels.items():
         if a not in features:
             continue
@@ -73,8 +73,6 @@ def labelled_pairs(features: Features, labels: dict[str, torch.Tensor], normaliz
         y = y.to(device=f.device, dtype=torch.long)
         has = y >= 0
         valid = has[:, None] & has[None, :] & ~torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
-        if skip_empty and not valid.any():
-            continue
         d = pairwise_distance(f)
         if normalize:
             d = d / math.sqrt(f.shape[1])
@@ -107,7 +105,7 @@ def contrastive_loss(
       times the pull of one with many (identity, lighting), and takes the trunk early.
     """
     total = None
-    for name, d, valid, same_b in labelled_pairs(features, labels, normalize, skip_empty=False):
+    for name, d, valid, same_b in labelled_pairs(features, labels, normalize):
         same = same_b.to(d.dtype)
         per_pair = same * d + (1 - same) * F.relu(margin - d)
         if balanced:
