@@ -24,7 +24,8 @@ def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp
 
     monkeypatch.chdir(tmp_path)  # the experiment trains its rater under runs/ of the working folder
     report = run_experiment("multi_dataset", "tiny", tmp_path / "multi", progress=False)
-    res = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    res = metrics["transfers"]
     # World B's attributes are subspaces of the same model as world A's (label-disjoint training).
     assert {"expression", "age", "gender", "eyeglasses"} <= set(res)
     for v in res.values():
@@ -33,3 +34,8 @@ def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp
         assert "expression" not in v["others_unchanged"] or 0.0 <= v["others_unchanged"]["expression"] <= 1.0
     text = report.read_text()
     assert "floor" in text and (tmp_path / "multi" / "transfer_age.png").is_file()
+    # Both worlds' features are scored on the held-out world-A faces, which carry every label.
+    for matrix in ("weak_classifier", "silhouette"):
+        assert {"identity", "age", "eyeglasses", "others"} <= set(metrics[matrix]["x"])
+        assert {"expression", "gender"} <= set(metrics[matrix]["y"])
+    assert "Silhouette" in text and (tmp_path / "multi" / "silhouette.png").is_file()
