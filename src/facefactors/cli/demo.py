@@ -74,8 +74,7 @@ def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> Non
 
     rows = ["| composite | L1 to truth | SSIM | L1 / reconstruction L1 |", "|---|---|---|---|"]
     rows += [f"| {k} | {v['l1']:.4f} | {v['ssim']:.3f} | {v.get('ratio_to_reconstruction_l1', 1.0):.2f} |" for k, v in comps.items()]
-    sections = X._matrix_sections(matrices) + [
-        ("t-SNE of each feature (rows) coloured by each label (columns), 6 held-out identities", "![tsne](tsne.png)"),
+    sections = X._matrix_sections(matrices, tsne=True) + [
         ("Composites vs the true composite rendered by the world", "\n".join(rows)),
         ("Composite grid (Fig. 4: identity / expression / lighting sources, composite, reposed to 30 deg)", "![grid](composites_grid.png)"),
         ("Swaps (rows: A, B, A with B's identity / expression / lighting / pose)", "![swaps](swaps.png)"),

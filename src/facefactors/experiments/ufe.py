@@ -261,13 +261,17 @@ def write_report(out: Path, title: str, sections: list[tuple[str, str]], metrics
     return out / "report.md"
 
 
-def _matrix_sections(res: dict, tag: str = "") -> list[tuple[str, str]]:
+def _matrix_sections(res: dict, tag: str = "", tsne: bool = False) -> list[tuple[str, str]]:
+    """The report sections of :func:`evaluate_matrices`' result (``tsne``: it drew the t-SNE too)."""
     t = res["targets"]
-    return [
+    sections = [
         (f"Weak classifiers {tag} (accuracy of logistic regression; x = feature, y = label)", ev.matrix_markdown(res["weak_classifier"], "accuracy") + f"\n\n![weak](weak_classifier{tag}.png)"),
         (f"Silhouette {tag}", ev.matrix_markdown(res["silhouette"], "silhouette") + f"\n\n![silhouette](silhouette{tag}.png)"),
         (f"Targets {tag}", "\n".join(f"- {k}: {v}" for k, v in t.items())),
     ]
+    if tsne:
+        sections.append((f"t-SNE {tag} of each feature (rows) coloured by each label (columns), 6 held-out identities", f"![tsne](tsne{tag}.png)"))
+    return sections
 
 
 def _config(preset: str, overrides, **fields) -> UFETrainConfig:
@@ -284,7 +288,7 @@ def exp_world_a(preset: str, out: Path, overrides=(), progress: bool = True, run
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
     res = evaluate_matrices(model, test, out)
-    sections = _matrix_sections(res) + [("t-SNE (6 held-out identities)", "![tsne](tsne.png)")]
+    sections = _matrix_sections(res, tsne=True)
     write_report(out, f"UFE on world A ({preset}): held-out identities (paper sec. 4.4, Fig. 2)", sections, res)
     return res
 
@@ -430,7 +434,7 @@ def exp_multi_dataset(preset: str, out: Path, overrides=(), progress: bool = Tru
     # with half the supervised steps, and what they read of the other world's labels.
     matrices = evaluate_matrices(model, test, out)
     sections = [("Transfers", "\n".join(rows) + "\n\n" + "\n".join(f"![{k}](transfer_{k}.png)" for k in res))]
-    sections += _matrix_sections(matrices) + [("t-SNE (6 held-out identities)", "![tsne](tsne.png)")]
+    sections += _matrix_sections(matrices, tsne=True)
     metrics = {"transfers": res, **matrices}
     write_report(out, f"Multi-data-set training ({preset}) (paper sec. 4.7, Fig. 6)", sections, metrics)
     return metrics
