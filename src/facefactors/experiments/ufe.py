@@ -270,7 +270,7 @@ def _matrix_sections(res: dict, tag: str = "", tsne: bool = False) -> list[tuple
         (f"Targets {tag}", "\n".join(f"- {k}: {v}" for k, v in t.items())),
     ]
     if tsne:
-        sections.append((f"t-SNE {tag} of each feature (rows) coloured by each label (columns), 6 held-out identities", f"![tsne](tsne{tag}.png)"))
+        sections.append((f"t-SNE{' ' + tag if tag else ''} of each feature (rows) coloured by each label (columns), 6 held-out identities", f"![tsne](tsne{tag}.png)"))
     return sections
 
 
