@@ -20,7 +20,7 @@ from facefactors.train.perceptual import (
 from facefactors.train.rater import RaterTrainConfig
 from facefactors.train.ufe import UFETrainConfig, train_ufe
 from facefactors.train.ufe_data import GroupedBatches
-from facefactors.train.ufe_losses import UFELossConfig
+from facefactors.train.ufe_losses import Mix, UFELossConfig
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import save_module
 from test_ufe_train import synthetic_set
@@ -92,6 +92,36 @@ def test_identity_and_class_terms_against_the_networks_public_readings():
     assert all(p.grad is None for p in loss.network.parameters())
     same = loss.terms(image, image.clone())
     assert all(float(v) == pytest.approx(0.0, abs=1e-6) for v in same.values())
+
+
+def test_swap_terms_judge_each_head_against_the_image_its_subspace_came_from():
+    loss = PerceptualLoss(tiny_rater(seed=4))
+    g = torch.Generator().manual_seed(2)
+    images = torch.rand(4, 3, 32, 32, generator=g)
+    batch = loss.read_targets(images)
+    first, partner = torch.arange(4), torch.tensor([1, 2, 3, 0])
+    yes, no = torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)
+    # every subspace from the partner, and the composite is the partner itself: nothing to pay
+    mix = Mix({}, first, partner, {"identity": yes, "expression": yes, "others": yes})
+    same = loss.swap_terms(images[partner], batch, mix, "others")
+    assert set(same) == {"swap_id", "swap_cls"}
+    assert all(float(v) == pytest.approx(0.0, abs=1e-6) for v in same.values())
+    # identity from the first image instead: the identity term is the partner's distance to it
+    mix = Mix({}, first, partner, {"identity": no, "expression": yes, "others": yes})
+    terms = loss.swap_terms(images[partner], batch, mix, "others")
+    embedding = loss.network.embed_identity(images)
+    assert torch.allclose(terms["swap_id"], (1 - (embedding[partner] * embedding).sum(-1)).mean(), atol=1e-6)
+    assert float(terms["swap_cls"]) == pytest.approx(0.0, abs=1e-6)
+    # a head named after no subspace follows "others": here expression's source is others' (the first image)
+    mix = Mix({}, first, partner, {"identity": yes, "others": no})
+    composites = images[partner].clone().requires_grad_(True)
+    terms = loss.swap_terms(composites, batch, mix, "others")
+    p, q = loss.network.predict(images)["expression"], loss.network.predict(images[partner])["expression"]
+    assert torch.allclose(terms["swap_cls"], (p * (p / q).log()).sum(-1).mean(), atol=1e-6)
+    assert float(terms["swap_id"].detach()) == pytest.approx(0.0, abs=1e-6)
+    terms["swap_cls"].backward()
+    assert composites.grad is not None and composites.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.network.parameters())
 
 
 def test_distance_is_zero_for_equal_maps_and_ignores_each_layers_scale():
@@ -168,6 +198,22 @@ def test_ufe_trains_with_the_perceptual_term_and_exports_only_its_own_weights(tm
         assert on <= set(terms) and not ({"perc", "perc_id", "perc_cls"} - on) & set(terms)
         added = sum(w * terms[name] for name, w in zip(("perc", "perc_id", "perc_cls"), weights) if w > 0)
         assert torch.allclose(total - plain, added, rtol=1e-4, atol=1e-5)
+
+    # the swap terms come with L_dis, scaled by its schedule (here half way up its ramp)
+    swap = copy.deepcopy(cfg)
+    swap.loss.perceptual, swap.loss.perceptual_swap_identity, swap.loss.perceptual_swap_classes = 0.0, 3.0, 0.5
+    swap_recipe = UFERecipe(swap, data.description)
+    swap_recipe.model.load_state_dict(recipe.model.state_dict())
+    lam = swap.loss.dis / 2
+    _, no_dis = ufe_losses(swap_recipe.model, batch["image"], batch["labels"], swap.loss, 0.0, None, 1.0, None, None, swap_recipe.perceptual)
+    assert not {"dis", "swap_id", "swap_cls"} & set(no_dis)  # off while L_dis is
+    torch.manual_seed(0)
+    total, terms = ufe_losses(swap_recipe.model, batch["image"], batch["labels"], swap.loss, lam, torch.Generator().manual_seed(1), 1.0, None, None, swap_recipe.perceptual)
+    torch.manual_seed(0)
+    plain_total, plain_terms = ufe_losses(recipe.model, batch["image"], batch["labels"], cfg.loss, lam, torch.Generator().manual_seed(1), 1.0, None, None, None)
+    assert {"swap_id", "swap_cls"} <= set(terms) and torch.allclose(terms["dis"], plain_terms["dis"], atol=1e-6)
+    assert terms["swap_id"] > 0 and terms["swap_cls"] > 0
+    assert torch.allclose(total - plain_total, 0.5 * (3.0 * terms["swap_id"] + 0.5 * terms["swap_cls"]), rtol=1e-4, atol=1e-5)
 
     stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
     run, model = train_ufe(auto_cfg, tmp_path / "run", stream, data.description)

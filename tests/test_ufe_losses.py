@@ -14,6 +14,7 @@ from facefactors.train.ufe_losses import (
     contrastive_loss,
     dis_weight,
     disentanglement_loss,
+    draw_mix,
     others_loss,
     reconstruction_loss,
     ufe_losses,
@@ -139,6 +140,28 @@ def test_disentanglement_loss_is_zero_for_a_consistent_autoencoder():
     assert disentanglement_loss(model, feats).item() == pytest.approx(0.0, abs=1e-7)
     feats = {n: torch.full((4, 8), 0.75) for n in model.feature_names}
     assert disentanglement_loss(model, feats).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_draw_mix_takes_each_subspace_from_one_of_two_different_images():
+    g = torch.Generator().manual_seed(2)
+    feats = {n: torch.rand(6, 5, generator=g) for n in ("identity", "expression", "others")}
+    for pairs in (0, 4):
+        mix = draw_mix(feats, torch.Generator().manual_seed(7), pairs)
+        rows = 6 if pairs == 0 else pairs
+        assert mix.first.shape == mix.partner.shape == (rows,)
+        assert (mix.first != mix.partner).all()
+        shift = (mix.first - mix.partner) % 6
+        assert (shift == shift[0]).all()  # one cyclic shift for the batch, as eq. 5's pairing
+        for n, f in feats.items():
+            expected = torch.where(mix.from_partner[n][:, None], f[mix.partner], f[mix.first])
+            assert torch.equal(mix.features[n], expected), n
+    # the loss is the same with or without the composites returned
+    model = tiny_model()
+    feats = {n: torch.rand(4, 8, generator=g) for n in model.feature_names}
+    plain = disentanglement_loss(model, feats, torch.Generator().manual_seed(3), "const")
+    loss, composites, mix = disentanglement_loss(model, feats, torch.Generator().manual_seed(3), "const", keep_composites=True)
+    assert torch.allclose(plain, loss)
+    assert composites.shape == (4, 3, 32, 32) and torch.allclose(composites, model.decode(mix.features, "const").clamp(0, 1))
 
 
 def test_disentanglement_loss_on_a_subset_of_pairs():

@@ -26,6 +26,7 @@ distribution on the image to the one on the reconstruction, averaged over its he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facefactors.models.rater import Rater
+from facefactors.models.rater import IDENTITY, Rater
 from facefactors.train.ufe_losses import uses_perceptual_net
 from facefactors.utils.errors import UserError
 
 if TYPE_CHECKING:
-    from facefactors.train.ufe_losses import UFELossConfig
+    from facefactors.train.ufe_losses import Mix, UFELossConfig
 
 AUTO = "auto"  # loss.perceptual_net's value that asks for ensure_perceptual_net
 SEED = 1  # the perceptual network's training seed; the judging rater's is 0 (trainer.seed's default)
@@ -80,20 +81,64 @@ class PerceptualLoss(nn.Module):
             target = self.network.feature_maps(self._resize(image))
         return perceptual_distance(target, self.network.feature_maps(self._resize(reconstruction)))
 
-    def terms(self, image: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def read_targets(self, image: torch.Tensor) -> PerceptualReading:
+        """The network's activations, class logits and identity embedding of ``image``, without
+        gradient: the targets of :meth:`terms` and :meth:`swap_terms`, read once per batch."""
+        maps = self.network.feature_maps(self._resize(image))
+        logits, embedding = self.network.outputs_from_maps(maps)
+        return PerceptualReading(maps, logits, embedding)
+
+    def terms(self, image: torch.Tensor, reconstruction: torch.Tensor, target: PerceptualReading | None = None) -> dict[str, torch.Tensor]:
         """``{"perc": forward's distance, "perc_id": mean 1 - cos of the identity embeddings,
-        "perc_cls": mean over heads of KL(p(image) || p(reconstruction))}``, () each."""
-        with torch.no_grad():
-            target = self.network.feature_maps(self._resize(image))
-            target_logits, target_embedding = self.network.outputs_from_maps(target)
+        "perc_cls": mean over heads of KL(p(image) || p(reconstruction))}``, () each.
+        ``target``: :meth:`read_targets` of ``image``, if already read."""
+        target = target or self.read_targets(image)
         maps = self.network.feature_maps(self._resize(reconstruction))
         logits, embedding = self.network.outputs_from_maps(maps)
-        kl = [F.kl_div(logits[n].log_softmax(-1), target_logits[n].log_softmax(-1), log_target=True, reduction="batchmean") for n in logits]
         return {
-            "perc": perceptual_distance(target, maps),
-            "perc_id": (1 - (embedding * target_embedding).sum(-1)).mean(),
-            "perc_cls": torch.stack(kl).mean() if kl else image.new_zeros(()),
+            "perc": perceptual_distance(target.maps, maps),
+            "perc_id": (1 - (embedding * target.embedding).sum(-1)).mean(),
+            "perc_cls": _mean_kl(target.logits, logits, image),
         }
+
+    def swap_terms(self, composites: torch.Tensor, batch: PerceptualReading, mix: Mix, others: str) -> dict[str, torch.Tensor]:
+        """The :meth:`terms` of identity and classes on L_dis's composites (eq. 5's mixes), each
+        against the image its subspace was taken from: ``{"swap_id": mean 1 - cos between the
+        composite's identity embedding and that of the image that gave the identity feature,
+        "swap_cls": mean over heads of KL(p(source) || p(composite))}``, where a head named
+        after a subspace (expression, lighting, pose) takes that subspace's source and any other
+        head (a factor of "others") the source of ``others``. ``batch``: :meth:`read_targets`
+        of the batch the mixes' rows index. What the automated user study asks of a swap, on
+        this frozen network instead of the judge (another seed)."""
+
+        def source(name: str) -> torch.Tensor:  # (P,) batch row that gave subspace `name`
+            taken = mix.from_partner.get(name, mix.from_partner.get(others))
+            return torch.where(taken, mix.partner, mix.first)
+
+        logits, embedding = self.network(self._resize(composites))
+        target_logits = {n: z[source(n)] for n, z in batch.logits.items()}
+        target_embedding = batch.embedding[source(IDENTITY)]
+        return {
+            "swap_id": (1 - (embedding * target_embedding).sum(-1)).mean(),
+            "swap_cls": _mean_kl(target_logits, logits, composites),
+        }
+
+
+@dataclass
+class PerceptualReading:
+    """:meth:`PerceptualLoss.read_targets` of a batch: trunk activations, class logits per head,
+    unit identity embeddings."""
+
+    maps: list[torch.Tensor]
+    logits: dict[str, torch.Tensor]
+    embedding: torch.Tensor
+
+
+def _mean_kl(target_logits: dict[str, torch.Tensor], logits: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Mean over heads of KL(softmax(target) || softmax(logits)) (batch mean); 0 without heads."""
+    kl = [F.kl_div(logits[n].log_softmax(-1), target_logits[n].log_softmax(-1), log_target=True, reduction="batchmean") for n in logits]
+    return torch.stack(kl).mean() if kl else like.new_zeros(())
 
 
 def load_perceptual(run_dir: str | Path, zoom: float) -> PerceptualLoss:

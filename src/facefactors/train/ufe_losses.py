@@ -392,40 +392,66 @@ def adversary_fit_loss(model: UFE, features: Features, labels: dict[str, torch.T
     return total
 
 
+@dataclass
+class Mix:
+    """The mixes of one L_dis call: row ``k`` decodes ``features`` built from images
+    ``first[k]`` and ``partner[k]`` of the batch, subspace ``n`` taken from the partner where
+    ``from_partner[n][k]``."""
+
+    features: Features
+    first: torch.Tensor  # (P,) batch rows
+    partner: torch.Tensor  # (P,) batch rows
+    from_partner: dict[str, torch.Tensor]  # {subspace: (P,) bool}
+
+
+def draw_mix(features: Features, generator: torch.Generator | None = None, pairs: int = 0) -> Mix:
+    """Eq. 5's mixes: pairs (i, p(i)) with p a random cyclic shift (no i pairs with itself, so
+    every pair is valid); each subspace of the mix is taken from i or p(i) by a fair coin per
+    pair and subspace, and each sample gets one mix (the complementary mix of eq. 5 is another
+    sample's draw). ``pairs`` > 0 keeps that many of the B mixes, drawn at random."""
+    first_feature = next(iter(features.values()))
+    B, device = first_feature.shape[0], first_feature.device
+    shift = int(torch.randint(1, B, (1,), generator=generator).item())
+    first = torch.arange(B, device=device)
+    partner = (first - shift) % B  # row i of f.roll(shift, 0) is f[i - shift]
+    masks = {n: torch.rand(B, generator=generator).to(device) < 0.5 for n in features}
+    if 0 < pairs < B:
+        keep = torch.randperm(B, generator=generator)[:pairs].to(device)
+        first, partner, masks = first[keep], partner[keep], {n: m[keep] for n, m in masks.items()}
+    mixed = mix_features({n: f[first] for n, f in features.items()}, {n: f[partner] for n, f in features.items()}, masks)
+    return Mix(mixed, first, partner, masks)
+
+
 def disentanglement_loss(
     model: UFE,
     features: Features,
     generator: torch.Generator | None = None,
     noise_mode: str = "random",
     pairs: int = 0,
-) -> torch.Tensor:
-    """Eq. 5: mix the subspaces of pairs (i, j), decode, re-encode, L1 to the mixed features.
+    keep_composites: bool = False,
+):
+    """Eq. 5: mix the subspaces of pairs (i, j) (:func:`draw_mix`), decode, re-encode, L1 to
+    the mixed features.
 
-    Pairs are (i, p(i)) with p a random cyclic shift (no i pairs with itself, so every pair is
-    valid); each subspace of the mix is taken from i or j by a fair coin per pair and subspace,
-    and each sample gets one mix (the complementary mix of eq. 5 is another sample's draw).
     The targets are detached: the re-encoding must match the features that were decoded,
     which trains D to render feasible combinations and E to read them back (sec. 3, item 5).
 
     ``pairs`` > 0 averages over that many of the B pairs, drawn at random: the same expected
     loss and gradient at a fraction of the cost, which is one more decode and encode of the
     batch and their backward pass (see ``dis_pairs`` in :class:`UFELossConfig`).
+    ``keep_composites`` returns ``(loss, decoded composites, Mix)`` for terms that judge the
+    composites themselves (:func:`facefactors.train.perceptual.PerceptualLoss.swap_terms`).
     """
     first = next(iter(features.values()))
-    B, device = first.shape[0], first.device
-    if B < 2:
-        return first.sum() * 0
-    shift = int(torch.randint(1, B, (1,), generator=generator).item())
-    partner = {n: f.roll(shift, 0) for n, f in features.items()}
-    masks = {n: torch.rand(B, generator=generator).to(device) < 0.5 for n in features}
-    mixed = mix_features(features, partner, masks)
-    if 0 < pairs < B:
-        keep = torch.randperm(B, generator=generator)[:pairs].to(device)
-        mixed = {n: f[keep] for n, f in mixed.items()}
-    target = {n: f.detach() for n, f in mixed.items()}
-    again = model.encode(model.decode(mixed, noise_mode).clamp(0, 1))
+    if first.shape[0] < 2:
+        zero = first.sum() * 0
+        return (zero, None, None) if keep_composites else zero
+    mix = draw_mix(features, generator, pairs)
+    target = {n: f.detach() for n, f in mix.features.items()}
+    composites = model.decode(mix.features, noise_mode).clamp(0, 1)
+    again = model.encode(composites)
     per_pair = sum((again[n] - target[n]).abs().mean(1) for n in target) / len(target)  # (B,) or (pairs,)
-    return per_pair.mean()
+    return (per_pair.mean(), composites, mix) if keep_composites else per_pair.mean()
 
 
 # --- weights and schedules --------------------------------------------------------------------
@@ -484,12 +510,24 @@ class UFELossConfig:
     # identity embeddings, and the KL between its class distributions, mean over its heads.
     perceptual_identity: float = 0.0  # weight; 0 = off
     perceptual_classes: float = 0.0  # weight; 0 = off
+    # The same two on L_dis's composites (train/perceptual.py, PerceptualLoss.swap_terms): each
+    # head's reading and the identity embedding of D(mix) against the image its subspace came
+    # from. Scaled by L_dis's schedule (lambda_dis / dis), off while L_dis is.
+    perceptual_swap_identity: float = 0.0  # weight; 0 = off
+    perceptual_swap_classes: float = 0.0  # weight; 0 = off
     perceptual_net: str = ""
     perceptual_net_preset: str = "quick"
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
-PERCEPTUAL_TERMS = {"perc": "perceptual", "perc_id": "perceptual_identity", "perc_cls": "perceptual_classes"}
+PERCEPTUAL_TERMS = {
+    "perc": "perceptual",
+    "perc_id": "perceptual_identity",
+    "perc_cls": "perceptual_classes",
+    "swap_id": "perceptual_swap_identity",
+    "swap_cls": "perceptual_swap_classes",
+}
+SWAP_TERMS = ("swap_id", "swap_cls")  # read on L_dis's composites; the others on D(E(I))
 
 
 def uses_perceptual_net(cfg: UFELossConfig) -> bool:
@@ -562,7 +600,9 @@ def ufe_losses(
     ``cfg.adversary_fit`` (term ``adv``) and ``cfg.independence_whiten``; this batch then joins
     it. ``perceptual`` is the frozen network of the perceptual terms: its distance (term ``perc``,
     weight ``cfg.perceptual``) and its outputs' identity and class distances (``perc_id``,
-    ``perc_cls``; weights ``cfg.perceptual_identity``, ``cfg.perceptual_classes``). A ``stats`` dict,
+    ``perc_cls``; weights ``cfg.perceptual_identity``, ``cfg.perceptual_classes``), and the same
+    two outputs on L_dis's composites (``swap_id``, ``swap_cls``; weights
+    ``cfg.perceptual_swap_identity``, ``cfg.perceptual_swap_classes``, times L_dis's schedule). A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
     on the flat ends of their sigmoids).
@@ -587,10 +627,12 @@ def ufe_losses(
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
+    reading = None  # the perceptual network's outputs on the batch, shared by its terms
     if perceptual is not None and uses_perceptual_net(cfg):
-        readings = perceptual.terms(image, recon)  # one pass through the frozen network for all three
+        reading = perceptual.read_targets(image)
+        readings = perceptual.terms(image, recon, reading)  # one pass through the frozen network for all three
         for name, option in PERCEPTUAL_TERMS.items():
-            if getattr(cfg, option) > 0:
+            if name not in SWAP_TERMS and getattr(cfg, option) > 0:
                 terms[name] = readings[name]
                 total = total + getattr(cfg, option) * terms[name]
     if cfg.oth > 0:
@@ -616,7 +658,19 @@ def ufe_losses(
     if history is not None:
         history.push(features, labels)
     if dis_lambda > 0:
-        terms["dis"] = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs)
+        swap_weights = {name: getattr(cfg, PERCEPTUAL_TERMS[name]) for name in SWAP_TERMS}
+        judge_swaps = reading is not None and any(w > 0 for w in swap_weights.values())
+        if judge_swaps:
+            terms["dis"], composites, mix = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs, keep_composites=True)
+            if composites is not None:
+                schedule = dis_lambda / cfg.dis if cfg.dis > 0 else 1.0
+                swaps = perceptual.swap_terms(composites, reading, mix, OTHERS)
+                for name, weight in swap_weights.items():
+                    if weight > 0:
+                        terms[name] = swaps[name]
+                        total = total + schedule * weight * swaps[name]
+        else:
+            terms["dis"] = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs)
         total = total + dis_lambda * terms["dis"]
     if not math.isfinite(float(total.detach())):
         raise FloatingPointError(f"UFE loss is not finite: { {k: float(v) for k, v in terms.items()} }")
