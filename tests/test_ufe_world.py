@@ -134,6 +134,40 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     assert res["decoder_fidelity"] == pytest.approx({"expression": float(agree), "identity": float(cosine)})
 
 
+def test_user_study_ceiling_rates_the_worlds_own_swaps():
+    from facefactors.experiments.ufe import (
+        _true_swaps,
+        sample_params_of,
+        true_composite,
+        user_study,
+    )
+    from facefactors.world.world import FaceWorld
+
+    torch.manual_seed(0)
+    cfg, data = small_set(n=3, m=4)
+    world = FaceWorld(cfg)
+    # the world re-renders the set's own faces (to its uint8 rounding), so a swap of nothing is A
+    idx = torch.arange(len(data))
+    again = true_composite(world, sample_params_of(world, data, idx), sample_params_of(world, data, idx), [])
+    assert (again - data.batch(idx)["image"]).abs().max() <= 0.5 / 255 + 1e-6
+    # a swap row takes B's factor: A's expression class becomes B's in the world's render
+    ia, ib = torch.tensor([0, 1]), torch.tensor([5, 6])
+    a = data.batch(ia)["image"]
+    swapped = {"identity": torch.tensor([False, False]), "expression": torch.tensor([True, False])}
+    out = _true_swaps(world, data, ia, ib, a, swapped, ["identity", "expression"])
+    assert torch.equal(out[1], a[1]) and not torch.equal(out[0], a[0])
+    want = true_composite(world, sample_params_of(world, data, ia[:1]), sample_params_of(world, data, ib[:1]), ["expression"])
+    assert torch.allclose(out[0], (want[0] * 255).round() / 255)
+
+    res = user_study(tiny_model().eval(), _RecordingRater(), data, n=40, controls=0.5, world=world)
+    truth = res["truth"]
+    assert truth["per_attribute"]["none"]["n"] > 5 and truth["per_attribute"]["none"]["accuracy"] == 1.0  # controls: A itself
+    # the toy rater names "identity" for any change: every true identity swap is named, and so
+    # is every true expression swap (it cannot see expression)
+    assert truth["per_attribute"]["identity"]["accuracy"] == 1.0
+    assert truth["confusion"]["expression"]["identity"] == truth["per_attribute"]["expression"]["n"] > 0
+
+
 def test_target_check_counts_the_off_diagonal_entries_over_the_limit():
     # rows identity, expression, others; columns identity (chance 0.1), expression (chance 0.5)
     weak = {"x": ["identity", "expression", "others"], "y": ["identity", "expression"], "chance": [0.1, 0.5],

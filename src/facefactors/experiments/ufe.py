@@ -190,7 +190,7 @@ def composites_eval(model: UFE, test: FaceTensorSet, cfg: UFETrainConfig, out: P
     return result
 
 
-def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: float = 0.1, seed: int = 0) -> dict:
+def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: float = 0.1, seed: int = 0, world=None) -> dict:
     """Fig. 5 automated: random (A, B, attribute) swaps with B differing from A in that attribute,
     plus unchanged controls; the rater names the attribute that changed most. Two comparisons:
     the decoded composite against the input A (the paper's input-output pair), and against the
@@ -201,14 +201,17 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
     plain swap, A's "others" still carries the swapped attribute and holds it in the
     composite. ``decoder_fidelity``: how much of each attribute the decoder draws at all, as
     the share of inputs whose class the rater reads again on D(E(A)) (identity: the mean
-    cosine of the rater's embeddings of A and D(E(A))); a swap cannot show more than this."""
+    cosine of the rater's embeddings of A and D(E(A))); a swap cannot show more than this.
+    With the ``world`` that rendered ``test``, a third, ``truth``: the same swaps rendered by the
+    world itself (A's parameters with B's factor, :func:`true_composite`; controls A again),
+    rated against the input: what the rater makes of perfect composites, the study's ceiling."""
     g = torch.Generator().manual_seed(seed)
     attrs = [a for a in SWAPPABLE if a in model.feature_names]
     calib = getattr(rater, "calibration", {}) or {}
     if not all(a in calib for a in attrs):
         raise UserError("the rater has no calibration.json for these attributes; retrain it with `facefactors ufe rater`")
     truth: list[str] = []
-    said: dict[str, list[str]] = {"vs_input": [], "vs_reconstruction": [], "with_others": []}
+    said: dict[str, list[str]] = {"vs_input": [], "vs_reconstruction": [], "with_others": [], **({"truth": []} if world is not None else {})}
     kept: dict[str, list[torch.Tensor]] = {}
     for s in range(0, n, 100):
         k = min(100, n - s)
@@ -235,10 +238,25 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
         said["vs_input"] += most_changed(rater.scores_between(read_a, read_out), calib, attrs)
         said["vs_reconstruction"] += most_changed(rater.scores_between(read_rec, read_out), calib, attrs)
         said["with_others"] += most_changed(rater.scores_between(read_a, read_oth), calib, attrs)
+        if world is not None:
+            said["truth"] += most_changed(rater.scores_between(read_a, rater.read(_true_swaps(world, test, ia, ib, a, swapped, attrs))), calib, attrs)
         for name, same in _agreement(read_a, read_rec, attrs).items():
             kept.setdefault(name, []).append(same)
     fidelity = {name: float(torch.cat(v).float().mean()) for name, v in kept.items()}
     return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "decoder_fidelity": fidelity, "n": n}
+
+
+def _true_swaps(world, test: FaceTensorSet, ia: torch.Tensor, ib: torch.Tensor, a: torch.Tensor, swapped: dict[str, torch.Tensor], attrs: list[str]) -> torch.Tensor:
+    """The world's renders of the study's swaps: row j is A_j with B_j's ``attrs`` factor where
+    ``swapped[attr][j]``, and A_j itself where nothing is swapped."""
+    out = a.clone()
+    pa, pb = sample_params_of(world, test, ia), sample_params_of(world, test, ib)
+    for name in attrs:
+        rows = torch.nonzero(swapped[name]).flatten()
+        if len(rows):
+            render = true_composite(world, pa.index(rows), pb.index(rows), [name])
+            out[rows] = ((render * 255).round() / 255).to(out)  # quantised as the set's own images
+    return out
 
 
 def _agreement(image: Reading, decoded: Reading, attrs: list[str]) -> dict[str, torch.Tensor]:
@@ -367,7 +385,10 @@ def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, 
     train, test = world_a_sets(cfg, progress)
     model = load_ufe(run) if run else train_or_load(cfg, out / "run", train, progress)
     rater_preset, rater = _rater_dir(preset, rater, cfg.data.zoom)
-    res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40)
+    from facefactors.world.world import FaceWorld
+
+    world = FaceWorld(world_a_config(cfg.data, cfg.model.image_size))
+    res = user_study(model, ensure_rater(rater, rater_preset, cfg.data.zoom, progress=progress), test, n=1000 if preset != "tiny" else 40, world=world)
     sections = study_sections(res)
     write_report(out, f"Automated user study ({preset}) (paper sec. 4.6, Fig. 5)", sections, res)
     return res
@@ -377,6 +398,8 @@ def study_sections(res: dict) -> list[tuple[str, str]]:
     """Report sections of :func:`user_study`: the two ratings, then the two diagnostics."""
     sections = [(f"Automated user study: rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     sections.append(('Diagnostic (not the paper\'s procedure): the same swaps with B\'s "others" taken along, vs input', _study_table(res["with_others"])))
+    if "truth" in res:
+        sections.append(("The study's ceiling: the same swaps rendered by the world itself (perfect composites), vs input", _study_table(res["truth"])))
     fidelity = "\n".join(f"| {k} | {v:.3f} |" for k, v in res["decoder_fidelity"].items())
     head = "| attribute | rater reads the input's class again on D(E(A)) (identity: embedding cosine) |\n|---|---|\n"
     sections.append(("Diagnostic: how much of each attribute the decoder draws (a swap cannot show more)", head + fidelity))
