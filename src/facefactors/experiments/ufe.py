@@ -395,7 +395,9 @@ def exp_user_study(preset: str, out: Path, overrides=(), progress: bool = True, 
 
 
 def study_sections(res: dict) -> list[tuple[str, str]]:
-    """Report sections of :func:`user_study`: the two ratings, then the two diagnostics."""
+    """Report sections of :func:`user_study`: the two ratings, then the diagnostics (with
+    "others" swapped too, the ceiling on the world's own swaps if measured, the decoder's
+    fidelity)."""
     sections = [(f"Automated user study: rater accuracy, composite vs {k.split('_', 1)[1]}", _study_table(res[k])) for k in ("vs_input", "vs_reconstruction")]
     sections.append(('Diagnostic (not the paper\'s procedure): the same swaps with B\'s "others" taken along, vs input', _study_table(res["with_others"])))
     if "truth" in res:

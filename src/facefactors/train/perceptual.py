@@ -93,7 +93,7 @@ class PerceptualLoss(nn.Module):
         """``{"perc": forward's distance, "perc_id": mean 1 - cos of the identity embeddings,
         "perc_cls": mean over heads of KL(p(image) || p(reconstruction))}``, () each.
         ``target``: :meth:`read_targets` of ``image``, if already read."""
-        target = target or self.read_targets(image)
+        target = self.read_targets(image) if target is None else target
         maps = self.network.feature_maps(self._resize(reconstruction))
         logits, embedding = self.network.outputs_from_maps(maps)
         return {

@@ -630,11 +630,12 @@ def ufe_losses(
     reading = None  # the perceptual network's outputs on the batch, shared by its terms
     if perceptual is not None and uses_perceptual_net(cfg):
         reading = perceptual.read_targets(image)
-        readings = perceptual.terms(image, recon, reading)  # one pass through the frozen network for all three
-        for name, option in PERCEPTUAL_TERMS.items():
-            if name not in SWAP_TERMS and getattr(cfg, option) > 0:
+        on = {name: getattr(cfg, option) for name, option in PERCEPTUAL_TERMS.items() if name not in SWAP_TERMS and getattr(cfg, option) > 0}
+        if on:
+            readings = perceptual.terms(image, recon, reading)  # one pass through the frozen network for all three
+            for name, weight in on.items():
                 terms[name] = readings[name]
-                total = total + getattr(cfg, option) * terms[name]
+                total = total + weight * terms[name]
     if cfg.oth > 0:
         terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
         total = total + cfg.oth * terms["oth"]
