@@ -627,15 +627,15 @@ def ufe_losses(
     if cfg.rec > 0:
         terms["rec"] = reconstruction_loss(image, recon)
         total = total + cfg.rec * terms["rec"]
-    reading = None  # the perceptual network's outputs on the batch, shared by its terms
-    if perceptual is not None and uses_perceptual_net(cfg):
-        reading = perceptual.read_targets(image)
-        on = {name: getattr(cfg, option) for name, option in PERCEPTUAL_TERMS.items() if name not in SWAP_TERMS and getattr(cfg, option) > 0}
-        if on:
-            readings = perceptual.terms(image, recon, reading)  # one pass through the frozen network for all three
-            for name, weight in on.items():
-                terms[name] = readings[name]
-                total = total + weight * terms[name]
+    weights = {name: getattr(cfg, option) for name, option in PERCEPTUAL_TERMS.items() if getattr(cfg, option) > 0} if perceptual is not None else {}
+    swap_weights = {name: w for name, w in weights.items() if name in SWAP_TERMS and dis_lambda > 0}
+    on_reconstruction = [name for name in weights if name not in SWAP_TERMS]  # in PERCEPTUAL_TERMS' order
+    reading = perceptual.read_targets(image) if on_reconstruction or swap_weights else None  # shared by the terms
+    if on_reconstruction:
+        readings = perceptual.terms(image, recon, reading)  # one pass through the frozen network for all three
+        for name in on_reconstruction:
+            terms[name] = readings[name]
+            total = total + weights[name] * terms[name]
     if cfg.oth > 0:
         terms["oth"] = others_loss(model.classify_others(features, cfg.reverse_scale), labels)
         total = total + cfg.oth * terms["oth"]
@@ -659,20 +659,14 @@ def ufe_losses(
     if history is not None:
         history.push(features, labels)
     if dis_lambda > 0:
-        swap_weights = {name: getattr(cfg, PERCEPTUAL_TERMS[name]) for name in SWAP_TERMS}
-        judge_swaps = reading is not None and any(w > 0 for w in swap_weights.values())
-        if judge_swaps:
-            terms["dis"], composites, mix = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs, keep_composites=True)
-            if composites is not None:
-                schedule = dis_lambda / cfg.dis if cfg.dis > 0 else 1.0
-                swaps = perceptual.swap_terms(composites, reading, mix, OTHERS)
-                for name, weight in swap_weights.items():
-                    if weight > 0:
-                        terms[name] = swaps[name]
-                        total = total + schedule * weight * swaps[name]
-        else:
-            terms["dis"] = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs)
+        terms["dis"], composites, mix = disentanglement_loss(model, features, generator, pairs=cfg.dis_pairs, keep_composites=True)
         total = total + dis_lambda * terms["dis"]
+        if swap_weights and composites is not None:
+            schedule = dis_lambda / cfg.dis if cfg.dis > 0 else 1.0
+            swaps = perceptual.swap_terms(composites, reading, mix, OTHERS)
+            for name, weight in swap_weights.items():
+                terms[name] = swaps[name]
+                total = total + schedule * weight * swaps[name]
     if not math.isfinite(float(total.detach())):
         raise FloatingPointError(f"UFE loss is not finite: { {k: float(v) for k, v in terms.items()} }")
     return total, terms
