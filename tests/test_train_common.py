@@ -1,6 +1,7 @@
 """The shared training substrate: run directory, safe checkpoints, resume, weight export."""
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -9,7 +10,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from facefactors.config import from_dict, load_saved_config, parse_overrides
-from facefactors.train.common import TrainerConfig, adam, build_trainer, fit, prepare_run
+from facefactors.train.common import (
+    TrainerConfig,
+    adam,
+    build_trainer,
+    check_schedule,
+    fit,
+    late_decay_factor,
+    late_decay_scheduler,
+    prepare_run,
+)
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import load_module
 
@@ -322,3 +332,55 @@ def test_config_of_another_kind_of_run_names_the_file(tmp_path):
     with pytest.raises(UserError, match=r"config.yaml: not a ToyConfig \(.*unknown field\(s\) \['schedule'\].*right kind") as err:
         load_saved_config(ToyConfig, path)
     assert "\n" not in str(err.value)
+
+
+def test_late_decay_holds_the_rate_then_follows_half_a_cosine_to_the_final_scale():
+    assert [late_decay_factor(s, 100) for s in (0, 50, 99, 100)] == [1.0] * 4  # constant
+    f = [late_decay_factor(s, 100, "cosine", 0.6, 0.1) for s in range(101)]
+    assert f[:61] == [1.0] * 61  # flat up to decay_start * max_steps
+    assert math.isclose(f[80], 0.1 + 0.9 * 0.5)  # halfway through the decay: halfway down
+    assert math.isclose(f[70], 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert math.isclose(f[100], 0.1) and late_decay_factor(150, 100, "cosine", 0.6, 0.1) == f[100]  # past the end: stays
+    assert all(a >= b for a, b in zip(f, f[1:]))
+    assert late_decay_factor(0, 100, "cosine", 0.0, 0.0) == 1.0 and math.isclose(late_decay_factor(100, 100, "cosine", 0.0, 0.0), 0.0, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("args", [("cosin", 0.5, 0.01), ("cosine", 1.0, 0.01), ("cosine", -0.1, 0.01), ("cosine", 0.5, 1.5)])
+def test_bad_schedules_are_refused_in_one_line(args):
+    with pytest.raises(UserError, match="optim"):
+        check_schedule(*args)
+    if args[0] == "cosin":
+        with pytest.raises(UserError, match="cosin"):
+            late_decay_factor(60, 100, *args)
+
+
+class DecayingRecipe(ToyRecipe):
+    def __init__(self, width: int, max_steps: int):
+        super().__init__(width)
+        self.max_steps = max_steps
+        self.lrs: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+        return {"optimizer": opt, "lr_scheduler": late_decay_scheduler(opt, self.max_steps, "cosine", 0.25, 0.0)}
+
+
+def test_late_decay_scheduler_steps_every_training_step_and_resumes_where_it_was(tmp_path):
+    cfg = ToyConfig()  # 6 steps, a checkpoint at step 3
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    whole = DecayingRecipe(cfg.width, 8)
+    fit(build_trainer(cfg.trainer, run), whole, run, train_dataloaders=loader(cfg.width))
+    expected = [1e-2 * late_decay_factor(s, 8, "cosine", 0.25, 0.0) for s in range(9)]
+    assert whole.lrs == pytest.approx(expected[:6])
+
+    cfg.trainer.max_steps = 8  # resumed from step 6: the schedule goes on from there, not from its start
+    run, _ = prepare_run(tmp_path / "run", cfg)
+    resumed = DecayingRecipe(cfg.width, 8)
+    fit(build_trainer(cfg.trainer, run), resumed, run, train_dataloaders=loader(cfg.width))
+    assert resumed.seen_steps == [6, 7] and resumed.lrs == pytest.approx(expected[6:8])
+    state = torch.load(run.last_checkpoint, weights_only=True)  # the scheduler's state loads safely
+    assert state["lr_schedulers"][0]["last_epoch"] == 8

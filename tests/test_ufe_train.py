@@ -222,6 +222,23 @@ def test_adversary_heads_get_their_own_learning_rate():
     assert len(rest["params"]) + len(heads["params"]) == len(list(recipe.model.parameters()))
 
 
+def test_cosine_schedule_decays_every_parameter_group_and_bad_schedules_are_refused():
+    from facefactors.train.ufe import UFERecipe
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["optim.schedule=cosine", "optim.decay_start=0.5", "optim.final_lr_scale=0.1", "loss.adversary_lr=10", "trainer.max_steps=10"])
+    recipe = UFERecipe(cfg, synthetic_set().description)
+    chosen = recipe.configure_optimizers()
+    opt, sched = chosen["optimizer"], chosen["lr_scheduler"]["scheduler"]
+    assert chosen["lr_scheduler"]["interval"] == "step"
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    rest, heads = opt.param_groups  # both groups end at a tenth of their own rate
+    assert rest["lr"] == pytest.approx(0.1 * cfg.optim.lr) and heads["lr"] == pytest.approx(0.1 * 10 * cfg.optim.lr)
+    with pytest.raises(UserError, match="optim.schedule"):
+        UFERecipe(load_config(UFETrainConfig, "ufe", "tiny", ["optim.schedule=step"]), synthetic_set().description)
+
+
 @pytest.mark.parametrize("option", ["con_weights", "independence_weights"])
 def test_per_attribute_weights_must_name_attributes_of_the_data(option):
     from facefactors.train.ufe import UFERecipe

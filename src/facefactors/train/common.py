@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,46 @@ def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.
     devices = fused_kernel_devices()
     fused = bool(tensors) and all(p.is_floating_point() and p.device.type in devices for p in tensors) and len({p.device for p in tensors}) == 1
     return Adam(params, lr=lr, betas=tuple(betas), fused=fused or None)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def late_decay_factor(step: int, max_steps: int, schedule: str = "constant", decay_start: float = 0.5, final_scale: float = 0.01) -> float:
+    """The learning-rate factor at ``step``: 1 with ``constant``; with ``cosine``, 1 until
+    ``decay_start * max_steps``, then half a cosine down to ``final_scale`` at ``max_steps``.
+
+    The decay waits because the UFE's losses come in late (L_dis and L_ind from step 2000 of the
+    standard preset's 6000): each is learnt at the full rate first, and only the last part of the
+    run settles what all of them built (the cosine annealing of Loshchilov & Hutter 2017, one
+    cycle, held flat at first)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise UserError(f"optim.schedule={schedule!r} is not one of {list(SCHEDULES)}")
+    start = decay_start * max_steps
+    if step <= start or max_steps <= start:
+        return 1.0
+    progress = min(1.0, (step - start) / (max_steps - start))
+    return final_scale + (1.0 - final_scale) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_schedule(schedule: str, decay_start: float, final_scale: float) -> None:
+    """A clear error for a schedule the optimiser cannot follow (before a run is written)."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"optim.schedule={schedule!r} is not one of {list(SCHEDULES)}")
+    if not 0.0 <= decay_start < 1.0 or not 0.0 <= final_scale <= 1.0:
+        raise UserError(f"optim.decay_start ({decay_start}) must be in [0, 1) and optim.final_lr_scale ({final_scale}) in [0, 1]")
+
+
+def late_decay_scheduler(optimizer: torch.optim.Optimizer, max_steps: int, schedule: str, decay_start: float, final_scale: float) -> dict:
+    """Lightning's scheduler entry for :func:`late_decay_factor`, stepped every training step.
+    (A plain function as LambdaLR's factor: its state in a checkpoint is the step count alone.)"""
+
+    def factor(step: int) -> float:
+        return late_decay_factor(step, max_steps, schedule, decay_start, final_scale)
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
 
 def fused_kernel_devices() -> set[str]:

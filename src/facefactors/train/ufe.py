@@ -23,8 +23,10 @@ from facefactors.train.common import (
     TrainerConfig,
     adam,
     build_trainer,
+    check_schedule,
     fit,
     is_logger_step,
+    late_decay_scheduler,
     prepare_run,
 )
 from facefactors.train.ufe_losses import (
@@ -63,6 +65,11 @@ class OptimConfig:
     lr: float = 1e-3  # Adam (the paper: 1e-4 for ~100 epochs; we train far fewer steps)
     beta1: float = 0.9
     beta2: float = 0.99
+    # constant | cosine: the rate held until decay_start * trainer.max_steps, then half a cosine
+    # down to lr * final_lr_scale at the last step (train/common.py late_decay_factor)
+    schedule: str = "constant"
+    decay_start: float = 0.5
+    final_lr_scale: float = 0.01
 
 
 @dataclass
@@ -112,6 +119,7 @@ class UFERecipe(L.LightningModule):
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         check_loss_options(cfg.loss)
+        check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
         for option in ("con_weights", "independence_weights"):
             unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
             if unknown:
@@ -147,6 +155,7 @@ class UFERecipe(L.LightningModule):
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)
             self.log("lambda_dis", lam, batch_size=B)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=B)
             for k, v in terms.items():
                 self.log(f"loss_{k}", v, prog_bar=k in ("rec", "cls"), batch_size=B)
             for k, v in (stats or {}).items():
@@ -167,11 +176,15 @@ class UFERecipe(L.LightningModule):
         o = self.cfg.optim
         scale = self.cfg.loss.adversary_lr
         if scale == 1.0:
-            return adam(self.model.parameters(), o.lr, (o.beta1, o.beta2))
-        heads = [*self.model.others_heads.parameters(), *self.model.cross_heads.parameters()]
-        ids = {id(p) for p in heads}
-        rest = [p for p in self.model.parameters() if id(p) not in ids]
-        return adam([{"params": rest}, {"params": heads, "lr": o.lr * scale}], o.lr, (o.beta1, o.beta2))
+            opt = adam(self.model.parameters(), o.lr, (o.beta1, o.beta2))
+        else:
+            heads = [*self.model.others_heads.parameters(), *self.model.cross_heads.parameters()]
+            ids = {id(p) for p in heads}
+            rest = [p for p in self.model.parameters() if id(p) not in ids]
+            opt = adam([{"params": rest}, {"params": heads, "lr": o.lr * scale}], o.lr, (o.beta1, o.beta2))
+        if o.schedule == "constant":
+            return opt
+        return {"optimizer": opt, "lr_scheduler": late_decay_scheduler(opt, self.cfg.trainer.max_steps, o.schedule, o.decay_start, o.final_lr_scale)}
 
 
 def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:
@@ -181,6 +194,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
 
     ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
     check_loss_options(cfg.loss)  # before the run directory is written
+    check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
     recipe = UFERecipe(cfg, description, run)
