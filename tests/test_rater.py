@@ -92,6 +92,21 @@ def test_load_rater_round_trip(tmp_path):
         load_rater(tmp_path / "nope")
 
 
+def test_ensure_rater_refuses_a_rater_of_another_image_size_or_framing(tmp_path):
+    from facefactors.train.rater import ensure_rater
+
+    cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8))
+    save_config(cfg, tmp_path / "config.yaml")
+    description().save(tmp_path / "description.json")
+    save_module(tmp_path / "weights.safetensors", tiny())
+    (tmp_path / "calibration.json").write_text(json.dumps({"identity": 0.2}))
+    assert ensure_rater(tmp_path, "tiny", 1.0, image_size=32).config.image_size == 32  # found, not retrained
+    with pytest.raises(UserError, match=r"reads 32x32 images, the faces to judge are 64x64"):
+        ensure_rater(tmp_path, "tiny", 1.0, image_size=64)
+    with pytest.raises(UserError, match="zoom"):
+        ensure_rater(tmp_path, "tiny", 1.5, image_size=32)
+
+
 def test_onecycle_schedule_warms_up_then_decays_to_near_zero():
     cfg = RaterTrainConfig(model=RaterConfig(image_size=32, channels=[8, 8, 8], hidden=16, embed_dim=8), lr=2e-3, schedule="onecycle", warmup=0.2)
     cfg.trainer.max_steps = 100

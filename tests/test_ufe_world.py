@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from facefactors.experiments.ufe import sample_params_of, true_composite
+from facefactors.config import load_config
+from facefactors.experiments.ufe import _config, sample_params_of, true_composite
 from facefactors.experiments.ufe_eval import encode_set, target_check, write_features
 from facefactors.train.ufe import UFEDataConfig
 from facefactors.train.ufe_data import render_world_set, world_a_config
-from facefactors.utils.errors import ConfigError
+from facefactors.utils.errors import ConfigError, UserError
 from test_ufe_losses import tiny_model
 
 
@@ -82,12 +83,32 @@ def test_world_b_must_not_reach_past_the_training_split():
         train_stream(cfg, train, progress=False)
 
 
-def test_user_study_rater_folder_is_per_framing():
+def test_user_study_judge_follows_the_preset_one_folder_per_framing():
     from facefactors.experiments.ufe import _rater_dir
 
     assert _rater_dir("quick", None) == ("quick", "runs/rater-quick")
-    assert _rater_dir("standard", None, 1.5) == ("quick", "runs/rater-quick-zoom1.5")
+    assert _rater_dir("standard", None, 1.5) == ("standard", "runs/rater-standard-zoom1.5")
+    assert _rater_dir("full", None, 1.5) == ("full", "runs/rater-full-zoom1.5")  # 128x128, as the full UFE's images
     assert _rater_dir("tiny", "my/rater", 1.5) == ("tiny", "my/rater")
+
+
+def test_every_ufe_preset_is_judged_by_a_rater_of_its_image_size():
+    from facefactors.config import preset_dict
+    from facefactors.experiments.ufe import _rater_dir
+    from facefactors.train.rater import RaterTrainConfig
+
+    for preset in ("tiny", "quick", "standard", "full"):
+        ufe = _config(preset, [])
+        rater_preset, _ = _rater_dir(preset, None, ufe.data.zoom)
+        preset_dict("rater", rater_preset)  # exists
+        assert load_config(RaterTrainConfig, "rater", rater_preset).model.image_size == ufe.model.image_size, preset
+
+
+def test_rater_option_is_refused_by_experiments_without_a_judge(tmp_path):
+    from facefactors.experiments.ufe import run_experiment
+
+    with pytest.raises(UserError, match="--rater names the judge of user_study and multi_dataset"):
+        run_experiment("world_a", "tiny", tmp_path, rater="runs/my-rater")
 
 
 

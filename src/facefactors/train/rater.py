@@ -167,9 +167,10 @@ def rater_world_config(seed: int, image_size: int, zoom: float = 1.0):
     return WorldConfig(seed=seed, image_size=image_size, zoom=zoom)
 
 
-def ensure_rater(path: str | Path, preset: str, zoom: float = 1.0, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> Rater:
+def ensure_rater(path: str | Path, preset: str, zoom: float = 1.0, overrides: list[str] | tuple[str, ...] = (), progress: bool = True, image_size: int | None = None) -> Rater:
     """The rater of ``path``, trained there first (``preset`` + ``overrides``, on faces framed at
-    ``zoom``) if it is not yet; refuses one trained at another zoom, whose calls would be noise."""
+    ``zoom``) if it is not yet; refuses one trained at another zoom, whose calls would be noise,
+    or (given ``image_size``) one that reads another image size than the images it will judge."""
     path = Path(path)
     if not (path / "weights.safetensors").is_file() or not (path / "calibration.json").is_file():
         train_rater(preset, path, [*overrides, f"data.zoom={zoom}"], progress=progress)
@@ -177,6 +178,9 @@ def ensure_rater(path: str | Path, preset: str, zoom: float = 1.0, overrides: li
     if rater.zoom != zoom:
         raise UserError(f"{path}: the rater was trained on world faces at zoom {rater.zoom}, the faces to judge have data.zoom={zoom}; "
                         f"train one with `facefactors ufe rater --set data.zoom={zoom}` or name another rater folder")
+    if image_size is not None and rater.config.image_size != image_size:
+        raise UserError(f"{path}: the rater reads {rater.config.image_size}x{rater.config.image_size} images, the faces to judge are "
+                        f"{image_size}x{image_size}; train one with `facefactors ufe rater --preset {preset} --set data.zoom={zoom:g}` or name another rater folder")
     return rater
 
 
