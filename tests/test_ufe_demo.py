@@ -15,6 +15,7 @@ def test_tiny_demo_writes_report_and_the_runs_features(tmp_path):
     assert (root / "features.npz").read_bytes() == (root / "ufe" / "features.npz").read_bytes()
     text = (root / "report.md").read_text()
     assert "composite vs input" in text and "how much of each attribute the decoder draws" in text
+    assert "## Judge" in text and "rater` (held out: expression" in text
 
 
 def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp_path, monkeypatch):
@@ -39,3 +40,4 @@ def test_tiny_multi_dataset_experiment_reports_transfers_against_their_floor(tmp
         assert {"identity", "age", "eyeglasses", "others"} <= set(metrics[matrix]["x"])
         assert {"expression", "gender"} <= set(metrics[matrix]["y"])
     assert "Silhouette" in text and (tmp_path / "multi" / "silhouette.png").is_file()
+    assert metrics["judge"] == "runs/rater-tiny" and "runs/rater-tiny` (held out: expression" in text  # the judge, named with its accuracy

@@ -104,6 +104,16 @@ def test_every_ufe_preset_is_judged_by_a_rater_of_its_image_size():
         assert load_config(RaterTrainConfig, "rater", rater_preset).model.image_size == ufe.model.image_size, preset
 
 
+def test_judge_line_names_the_rater_and_its_held_out_accuracy(tmp_path):
+    import json
+
+    from facefactors.experiments.ufe import _judge_line
+
+    assert _judge_line(tmp_path / "none") == f"`{tmp_path / 'none'}`"  # no metrics: the folder alone
+    (tmp_path / "metrics.json").write_text(json.dumps({"rater_accuracy": {"expression": 0.9883, "identity_verification_balanced": 0.9853}}))
+    assert _judge_line(tmp_path) == f"`{tmp_path}` (held out: expression 0.988, identity_verification_balanced 0.985)"
+
+
 def test_rater_option_is_refused_by_experiments_without_a_judge(tmp_path):
     from facefactors.experiments.ufe import run_experiment
 

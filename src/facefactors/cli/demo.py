@@ -78,6 +78,7 @@ def demo(out: str = "runs/demo", preset: str = "quick", threads: int = 0) -> Non
         ("Composites vs the true composite rendered by the world", "\n".join(rows)),
         ("Composite grid (Fig. 4: identity / expression / lighting sources, composite, reposed to 30 deg)", "![grid](composites_grid.png)"),
         ("Swaps (rows: A, B, A with B's identity / expression / lighting / pose)", "![swaps](swaps.png)"),
+        ("Judge", X._judge_line(root / "rater")),
         *X.study_sections(study),
         ("Timings (seconds)", "\n".join(f"- {k}: {v:.0f}" for k, v in timings.items())),
         ("Next", f"- `facefactors evaluate {root / 'ufe'}` for the full metric suite\n- `facefactors ufe predict {root / 'ufe'} IMAGE...`\n- `facefactors ufe experiment NAME` for the six experiments of the paper"),
