@@ -112,6 +112,8 @@ def test_judge_line_names_the_rater_and_its_held_out_accuracy(tmp_path):
     assert _judge_line(tmp_path / "none") == f"`{tmp_path / 'none'}`"  # no metrics: the folder alone
     (tmp_path / "metrics.json").write_text(json.dumps({"rater_accuracy": {"expression": 0.9883, "identity_verification_balanced": 0.9853}}))
     assert _judge_line(tmp_path) == f"`{tmp_path}` (held out: expression 0.988, identity_verification_balanced 0.985)"
+    (tmp_path / "metrics.json").write_text("{trunc")
+    assert _judge_line(tmp_path) == f"`{tmp_path}`"  # unreadable: the folder alone, the report still written
 
 
 def test_rater_option_is_refused_by_experiments_without_a_judge(tmp_path):

@@ -406,11 +406,11 @@ def _judge_line(rater: str | Path) -> str:
     """Which rater judged, and how well it reads held-out faces: a study's numbers mean little
     without their judge (docs/results.md, "A sharper judge for the standard preset")."""
     line = f"`{rater}`"
-    metrics = Path(rater) / "metrics.json"
-    if metrics.is_file():
-        acc = json.loads(metrics.read_text()).get("rater_accuracy", {})
-        line += " (held out: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()) + ")"
-    return line
+    try:  # after the study has run: an unreadable metrics.json costs the accuracies, not the report
+        acc = json.loads((Path(rater) / "metrics.json").read_text()).get("rater_accuracy", {})
+        return line + " (held out: " + ", ".join(f"{k} {float(v):.3f}" for k, v in acc.items()) + ")"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return line
 
 
 def study_sections(res: dict) -> list[tuple[str, str]]:
