@@ -39,15 +39,10 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="the whitening's ridge (loss.whiten_eps)")
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
     args = parser.parse_args()
-    try:
-        data = load_features(args.features)  # a run's features.npz or its folder; one-line errors
+    try:  # a run's features.npz or its folder; one-line errors naming the file and the fix
+        f, y = load_features(args.features).pair(args.feature, args.label)
     except UserError as e:
         parser.error(str(e))
-    for kind, name, known in (("features", args.feature, data.features), ("labels", args.label, data.labels)):
-        if name not in known:
-            parser.error(f"{data.source} has no {kind}/{name}; known: {sorted(known)}")
-    f = data.features[args.feature].astype(np.float64)
-    y = data.labels[args.label]
     print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")
     std = f.std(0)
     for t in (0.01, 0.05, 0.1):

@@ -40,6 +40,10 @@ def test_features_round_trip(tmp_path):
     assert set(fs.features) == {"identity", "expression", "codes"} and fs.num_samples == 200
     assert set(fs.categorical_labels()) == {"identity", "expression"}  # continuous yaw is not a class label
     assert fs.description.extra["split"] == "test"
+    f, y = fs.pair("identity", "expression")
+    assert f.dtype == np.float64 and f.shape == (200, 4) and np.array_equal(y, fs.labels["expression"])
+    with pytest.raises(DataError, match=r"f.npz has no labels/age; known: \['expression', 'identity', 'yaw'\]"):
+        fs.pair("identity", "age")
 
 
 def test_evaluate_perfect_vs_random_codes(tmp_path, capsys):

@@ -32,3 +32,30 @@ def test_ufe_leak_names_the_file_and_the_fix_on_bad_input(tmp_path):
     for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: no such file or directory"), ([str(tmp_path / "features.npz"), "--feature", "pse"], "has no features/pse; known: ['pose']")):
         err = subprocess.run([sys.executable, script, *args], capture_output=True, text=True).stderr
         assert needle in err and "Traceback" not in err
+
+
+def test_ufe_spread_finds_clusters_in_leading_components_and_names_the_spread(tmp_path):
+    # 8 classes tight in 3 coordinates; 30 more coordinates spread each class, by a nuisance
+    # label (lighting) in 10 of them and by noise in 20.
+    rng = np.random.default_rng(0)
+    n = 400
+    identity = np.repeat(np.arange(8), n // 8)
+    lighting = rng.integers(0, 4, n)
+    centres = rng.standard_normal((8, 3)) * 3
+    f = np.concatenate([centres[identity] + 0.3 * rng.standard_normal((n, 3)), np.eye(4)[lighting].repeat(3, 1)[:, :10] * 1.5, 0.6 * rng.standard_normal((n, 20))], 1)
+    np.savez(tmp_path / "features.npz", **{"features/identity": f, "labels/identity": identity, "labels/lighting": lighting, "labels/camera": rng.integers(0, 2, n)})
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ufe_spread.py"), str(tmp_path), "--components", "3", "16"], capture_output=True, text=True, check=True).stdout
+    whole = float(re.search(r"silhouette ([0-9.-]+);", out).group(1))
+    leading = float(re.search(r"leading   3 principal components \([0-9]+% of the variance\): silhouette ([0-9.-]+)", out).group(1))
+    assert leading > whole + 0.2  # the classes live in the leading components
+    lighting_share = float(re.search(r"lighting ([0-9.]+)", out).group(1))
+    camera_share = float(re.search(r"camera ([0-9.]+)", out).group(1))
+    assert 0.3 < lighting_share < 0.45 and camera_share < 0.02  # lighting's variance 4.2 of 11.7 (noise 7.2, classes 0.3)
+
+
+def test_ufe_spread_names_the_file_and_the_fix_on_bad_input(tmp_path):
+    script = str(ROOT / "scripts" / "ufe_spread.py")
+    np.savez(tmp_path / "features.npz", **{"features/identity": np.zeros((4, 2)), "labels/identity": np.zeros(4, dtype=int)})
+    for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: no such file or directory"), ([str(tmp_path / "features.npz")], "has one class; a silhouette needs two"), ([str(tmp_path / "features.npz"), "--label", "idx"], "has no labels/idx")):
+        err = subprocess.run([sys.executable, script, *args], capture_output=True, text=True).stderr
+        assert needle in err and "Traceback" not in err

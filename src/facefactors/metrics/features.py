@@ -32,6 +32,14 @@ class FeatureSet:
     def num_samples(self) -> int:
         return len(next(iter(self.features.values())))
 
+    def pair(self, feature: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """One feature as float64 (N, D) and one label (N,), or a one-line error naming the file
+        and the names it holds."""
+        for kind, name, known in (("features", feature, self.features), ("labels", label, self.labels)):
+            if name not in known:
+                raise DataError(f"{self.source} has no {kind}/{name}; known: {sorted(known)}")
+        return self.features[feature].astype(np.float64), self.labels[label]
+
     def categorical_labels(self) -> dict[str, np.ndarray]:
         """Labels usable as classes: categorical in the description (or integer-typed without one), with some labels present."""
         out = {}
