@@ -59,3 +59,33 @@ def test_ufe_spread_names_the_file_and_the_fix_on_bad_input(tmp_path):
     for args, needle in (([str(tmp_path / "missing.npz")], "missing.npz: no such file or directory"), ([str(tmp_path / "features.npz")], "has one class; a silhouette needs two"), ([str(tmp_path / "features.npz"), "--label", "idx"], "has no labels/idx")):
         err = subprocess.run([sys.executable, script, *args], capture_output=True, text=True).stderr
         assert needle in err and "Traceback" not in err
+
+
+def test_ufe_spread_fits_the_spread_with_the_world_s_true_factors(tmp_path):
+    # Features of world_a's held-out set (tiny preset): one spread within each person by a smooth function of the true light, one by noise (20 people x 10 images).
+    from facefactors.experiments.ufe import _config, world_a_config
+    from facefactors.train.ufe_data import world_set_index
+    from facefactors.world.world import FaceWorld
+
+    overrides = ["data.test_identities=20", "data.test_images_per_identity=10"]
+    cfg = _config("tiny", overrides)
+    world = FaceWorld(world_a_config(cfg.data, cfg.model.image_size))
+    index, ident = world_set_index(20, 10)
+    params = world.sample_params(index, "test", identities=ident)
+    identity = world.labels(params)["identity"].numpy()
+    light = params.light.double().reshape(len(identity), -1).numpy()
+    rng = np.random.default_rng(0)
+    centres = 3 * rng.standard_normal((identity.max() + 1, 4))[identity]
+    lit = np.concatenate([centres, light, np.tanh(light) ** 2], 1)
+    noisy = np.concatenate([centres, rng.standard_normal((len(identity), 2 * light.shape[1]))], 1)
+    script = str(ROOT / "scripts" / "ufe_spread.py")
+    r2 = {}
+    for name, f in (("lit", lit), ("noisy", noisy)):
+        np.savez(tmp_path / f"{name}.npz", **{"features/identity": f, "labels/identity": identity})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--world", "tiny", *sum((["--set", o] for o in overrides), []), "--components", "4"], capture_output=True, text=True, check=True).stdout
+        r2[name] = float(re.search(r"held out \(R\^2\): ([0-9.-]+)", out).group(1))
+        light_share = float(re.search(r"in-sample\): .*light ([0-9.]+)", out).group(1))
+        assert (light_share > 0.5) == (name == "lit"), out  # 0.91 / 0.03
+    assert r2["lit"] > 0.6 and r2["noisy"] < 0.1  # 0.85 / -0.04: a shared function of the light is found on unseen people
+    err = subprocess.run([sys.executable, script, str(tmp_path / "lit.npz"), "--world", "tiny"], capture_output=True, text=True).stderr
+    assert "lit.npz: the features are not world_a's held-out set of the 'tiny' preset" in err and "Traceback" not in err
