@@ -92,6 +92,23 @@ def test_contrastive_weights_scale_each_attributes_term():
     assert math.isclose(contrastive_loss(features, labels, weights={}).item(), 0.3 + 0.7, rel_tol=1e-5)
 
 
+def test_contrastive_positive_weights_scale_the_pull_alone():
+    # identity: positives (0,1),(1,0) at d=0.3; negatives inside the margin: (0,2),(2,0) at 0.5
+    # -> 0.5 each, (1,2),(2,1) at 0.2 -> 0.8 each. Balanced: mean positive + mean negative.
+    f = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.5, 0.0]], requires_grad=True)
+    labels = {"identity": torch.tensor([0, 0, 1])}
+    plain = contrastive_loss({"identity": f}, labels, balanced=True)
+    assert math.isclose(plain.item(), 0.3 + 0.65, rel_tol=1e-5)
+    pulled = contrastive_loss({"identity": f}, labels, balanced=True, positive_weights={"identity": 3.0, "expression": 9.0})
+    assert math.isclose(pulled.item(), 3 * 0.3 + 0.65, rel_tol=1e-5)  # only the positive mean is scaled
+    # Gradients along x, by hand. Pull: -1 on f0, +1 on f1 (times the weight). Push (mean over
+    # four negative pairs, each moving its two ends apart by 1): +0.5 on f0 and f1, -1 on f2.
+    (g_plain,) = torch.autograd.grad(plain, f)
+    (g_pulled,) = torch.autograd.grad(pulled, f)
+    assert torch.allclose(g_plain[:, 0], torch.tensor([-0.5, 1.5, -1.0]), atol=1e-6)
+    assert torch.allclose(g_pulled[:, 0], torch.tensor([-2.5, 3.5, -1.0]), atol=1e-6)
+
+
 def test_contrastive_gradient_is_finite_for_identical_features():
     f = torch.zeros(3, 4, requires_grad=True)
     contrastive_loss({"identity": f}, {"identity": torch.tensor([0, 0, 1])}).backward()

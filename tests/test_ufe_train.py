@@ -239,7 +239,7 @@ def test_cosine_schedule_decays_every_parameter_group_and_bad_schedules_are_refu
         UFERecipe(load_config(UFETrainConfig, "ufe", "tiny", ["optim.schedule=step"]), synthetic_set().description)
 
 
-@pytest.mark.parametrize("option", ["con_weights", "independence_weights"])
+@pytest.mark.parametrize("option", ["con_weights", "con_positive_weights", "independence_weights"])
 def test_per_attribute_weights_must_name_attributes_of_the_data(option):
     from facefactors.train.ufe import UFERecipe
 
@@ -247,6 +247,9 @@ def test_per_attribute_weights_must_name_attributes_of_the_data(option):
     assert getattr(UFERecipe(cfg, synthetic_set().description).cfg.loss, option) == {"identity": 2}
     cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{identiy: 2}}"])
     with pytest.raises(UserError, match=rf"loss.{option} names \['identiy'\], not attributes"):
+        UFERecipe(cfg, synthetic_set().description)
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{identity: -1}}"])
+    with pytest.raises(UserError, match=rf"loss.{option} has factors below 0 \({{'identity': -1}}\)"):
         UFERecipe(cfg, synthetic_set().description)
 
 

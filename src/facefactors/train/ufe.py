@@ -88,6 +88,10 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
+    for option in ("con_weights", "con_positive_weights", "independence_weights"):
+        negative = {k: v for k, v in getattr(loss, option).items() if not v >= 0}
+        if negative:
+            raise UserError(f"loss.{option} has factors below 0 ({negative}); use 0 to switch an attribute's term off")
     for option in PERCEPTUAL_TERMS.values():
         if getattr(loss, option) < 0:
             raise UserError(f"loss.{option} ({getattr(loss, option)}) must be >= 0 (0 = off)")
@@ -120,7 +124,7 @@ class UFERecipe(L.LightningModule):
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         check_loss_options(cfg.loss)
         check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
-        for option in ("con_weights", "independence_weights"):
+        for option in ("con_weights", "con_positive_weights", "independence_weights"):
             unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
             if unknown:
                 raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")

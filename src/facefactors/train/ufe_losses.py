@@ -86,6 +86,7 @@ def contrastive_loss(
     balanced: bool = False,
     normalize: bool = False,
     weights: dict[str, float] | None = None,  # per-attribute factors on its term (default 1)
+    positive_weights: dict[str, float] | None = None,  # per-attribute factors on its positive pairs only (default 1)
 ) -> torch.Tensor:
     """Eq. 2: y d + (1 - y) max(m - d, 0) with d the L2 distance, over valid pairs i != j.
 
@@ -103,11 +104,17 @@ def contrastive_loss(
       (each 0 when the batch has none), instead of one mean over all pairs. With one mean,
       an attribute with few classes (pose: 2, about half the pairs positive) gets several
       times the pull of one with many (identity, lighting), and takes the trunk early.
+
+    ``weights`` scale an attribute's whole term; ``positive_weights`` its positive pairs alone
+    (y d), a stronger pull between samples of one class without a stronger push between
+    classes (the identity feature separates people and spreads each person's images:
+    docs/results.md, "The identity feature's spread").
     """
     total = None
     for name, d, valid, same_b in labelled_pairs(features, labels, normalize):
         same = same_b.to(d.dtype)
-        per_pair = same * d + (1 - same) * F.relu(margin - d)
+        pull = positive_weights.get(name, 1.0) if positive_weights else 1.0
+        per_pair = pull * same * d + (1 - same) * F.relu(margin - d)
         if balanced:
             term = _masked_mean(per_pair, valid & same_b) + _masked_mean(per_pair, valid & ~same_b)
         else:
@@ -460,6 +467,7 @@ class UFELossConfig:
     cls: float = 1.0  # lambda_cls (eq. 6); 0 switches the loss off
     con: float = 1.0  # lambda_con
     con_weights: dict[str, float] = field(default_factory=dict)  # per-attribute factors on lambda_con, e.g. {identity: 2} (not in the paper)
+    con_positive_weights: dict[str, float] = field(default_factory=dict)  # per-attribute factors on L_con's positive pairs alone (not in the paper)
     rec: float = 100.0  # lambda_rec
     oth: float = 1.0  # lambda_oth
     dis: float = 0.1  # lambda_dis (the value after warm-up / annealing)
@@ -619,7 +627,7 @@ def ufe_losses(
         terms["cls"] = classification_loss(model.classify(features), labels)
         total = total + cfg.cls * terms["cls"]
     if cfg.con > 0:
-        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin, cfg.con_balanced, cfg.con_normalize, cfg.con_weights)
+        terms["con"] = contrastive_loss({a: features[a] for a in model.attributes}, labels, cfg.margin, cfg.con_balanced, cfg.con_normalize, cfg.con_weights, cfg.con_positive_weights)
         total = total + cfg.con * terms["con"]
         if stats is not None:
             inside = negatives_inside_margin(features, labels, cfg.margin, cfg.con_normalize)
