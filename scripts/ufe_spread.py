@@ -41,30 +41,29 @@ def within_class_residual(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return r
 
 
-def explained_share(residual: np.ndarray, label: np.ndarray) -> float:
-    """The share of the residual's summed squares a least-squares fit on the label explains."""
-    if label.dtype.kind == "f":
-        design = label[:, None].astype(np.float64)
-    else:
-        _, codes = np.unique(label, return_inverse=True)
-        design = np.eye(codes.max() + 1)[codes]
-    design = design - design.mean(0)
-    beta, *_ = np.linalg.lstsq(design, residual, rcond=None)
-    return float(((design @ beta) ** 2).sum() / max((residual**2).sum(), 1e-12))
-
-
-def centred_within(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x minus its class means, without the columns that are constant within every class."""
-    r = within_class_residual(x, y)
-    return r[:, r.std(0) > 1e-9]
-
-
 def fit_share(design: np.ndarray, residual: np.ndarray) -> float:
     """In-sample least-squares share of the residual's summed squares."""
     if design.shape[1] == 0:
         return 0.0
     beta, *_ = np.linalg.lstsq(design, residual, rcond=None)
     return float(((design @ beta) ** 2).sum() / max((residual**2).sum(), 1e-12))
+
+
+def explained_share(residual: np.ndarray, label: np.ndarray) -> float:
+    """The share of the residual's summed squares a least-squares fit on the label explains
+    (one-hot classes; a continuous label as one column)."""
+    if label.dtype.kind == "f":
+        design = label[:, None].astype(np.float64)
+    else:
+        _, codes = np.unique(label, return_inverse=True)
+        design = np.eye(codes.max() + 1)[codes]
+    return fit_share(design - design.mean(0), residual)
+
+
+def centred_within(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x minus its class means, without the columns that are constant within every class."""
+    r = within_class_residual(x, y)
+    return r[:, r.std(0) > 1e-9]
 
 
 def held_out_r2(design: np.ndarray, residual: np.ndarray, groups: np.ndarray) -> float:
@@ -85,12 +84,14 @@ WORLD_FIELDS = ("hair", "background", "eyeglasses", "glasses_style", "noise", "c
 
 def world_codes(preset: str, overrides: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
     """The true per-image factors of world_a's held-out set for a UFE preset (nothing rendered)."""
-    from facefactors.experiments.ufe import _config, world_a_config
+    from facefactors.config import load_config
+    from facefactors.experiments.ufe import world_a_config
+    from facefactors.train.ufe import UFETrainConfig
     from facefactors.train.ufe_data import world_set_index
     from facefactors.world.ground_truth import factor_codes
     from facefactors.world.world import FaceWorld
 
-    cfg = _config(preset, overrides)
+    cfg = load_config(UFETrainConfig, "ufe", preset, overrides)
     world = FaceWorld(world_a_config(cfg.data, cfg.model.image_size))
     index, ident = world_set_index(cfg.data.test_identities, cfg.data.test_images_per_identity)
     params = world.sample_params(index, "test", identities=ident)

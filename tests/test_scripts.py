@@ -63,12 +63,14 @@ def test_ufe_spread_names_the_file_and_the_fix_on_bad_input(tmp_path):
 
 def test_ufe_spread_fits_the_spread_with_the_world_s_true_factors(tmp_path):
     # Features of world_a's held-out set (tiny preset): one spread within each person by a smooth function of the true light, one by noise (20 people x 10 images).
-    from facefactors.experiments.ufe import _config, world_a_config
+    from facefactors.config import load_config
+    from facefactors.experiments.ufe import world_a_config
+    from facefactors.train.ufe import UFETrainConfig
     from facefactors.train.ufe_data import world_set_index
     from facefactors.world.world import FaceWorld
 
     overrides = ["data.test_identities=20", "data.test_images_per_identity=10"]
-    cfg = _config("tiny", overrides)
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
     world = FaceWorld(world_a_config(cfg.data, cfg.model.image_size))
     index, ident = world_set_index(20, 10)
     params = world.sample_params(index, "test", identities=ident)
