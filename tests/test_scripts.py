@@ -62,7 +62,8 @@ def test_ufe_spread_names_the_file_and_the_fix_on_bad_input(tmp_path):
 
 
 def test_ufe_spread_fits_the_spread_with_the_world_s_true_factors(tmp_path):
-    # Features of world_a's held-out set (tiny preset): one spread within each person by a smooth function of the true light, one by noise (20 people x 10 images).
+    # Features of world_a's held-out set (tiny preset, 20 people x 10 images): one spread within
+    # each person by a smooth function of the true light, one by noise.
     from facefactors.config import load_config
     from facefactors.experiments.ufe import world_a_config
     from facefactors.train.ufe import UFETrainConfig
