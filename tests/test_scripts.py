@@ -92,3 +92,48 @@ def test_ufe_spread_fits_the_spread_with_the_world_s_true_factors(tmp_path):
     assert r2["lit"] > 0.6 and r2["noisy"] < 0.1  # 0.85 / -0.04: a shared function of the light is found on unseen people
     err = subprocess.run([sys.executable, script, str(tmp_path / "lit.npz"), "--world", "tiny"], capture_output=True, text=True).stderr
     assert "lit.npz: the features are not world_a's held-out set of the 'tiny' preset" in err and "Traceback" not in err
+
+
+def _two_feature_run(folder: Path, identity_noise: float, leak: float, seed: int) -> Path:
+    """A run folder's features.npz: "identity" separates 6 people (the less noise, the better),
+    "expression" separates 2 expressions and carries ``leak`` of the identity too."""
+    rng = np.random.default_rng(seed)
+    n = 240
+    identity, expression = np.repeat(np.arange(6), n // 6), np.tile(np.arange(2), n // 2)
+    centres, person = rng.standard_normal((6, 4)) * 2, rng.standard_normal((6, 4))
+    f_id = centres[identity] + identity_noise * rng.standard_normal((n, 4))
+    f_expr = np.concatenate([3.0 * expression[:, None] + 0.5 * rng.standard_normal((n, 2)), leak * person[identity] + rng.standard_normal((n, 4))], 1)
+    folder.mkdir(parents=True)
+    np.savez(folder / "features.npz", **{"features/identity": f_id, "features/expression": f_expr, "labels/identity": identity, "labels/expression": expression})
+    return folder
+
+
+def test_ufe_compare_names_the_entries_a_run_is_worse_on(tmp_path):
+    script = str(ROOT / "scripts" / "ufe_compare.py")
+    refs = [str(_two_feature_run(tmp_path / f"ref{s}", 1.0, 0.0, s)) for s in range(3)]
+    worse = str(_two_feature_run(tmp_path / "ablated", 2.5, 3.0, 7))  # identity blurred and leaking into expression
+    out = subprocess.run([sys.executable, script, worse, *refs], capture_output=True, text=True, check=True).stdout
+    flagged = {entry: verdict for verdict, entry in re.findall(r"^\s+(worse|better)\s+(.+?): ", out, re.M)}
+    assert flagged.get("silhouette identity") == "worse" and flagged.get("weak expression -> identity (x chance)") == "worse", out
+    assert "weak expression" not in flagged and "weak identity -> expression (x chance)" not in flagged, out  # expression still read, only from its own feature
+    same = subprocess.run([sys.executable, script, refs[0], *refs], capture_output=True, text=True, check=True).stdout
+    assert "0 of 8 entries worse, 0 better" in same  # a reference lies inside its own range
+
+
+def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
+    import json
+
+    script = str(ROOT / "scripts" / "ufe_compare.py")
+    weak = {"x": ["identity", "others"], "y": ["identity"], "accuracy": [[0.9], [0.5]], "chance": [0.1]}
+    sil = {"x": ["identity", "others"], "y": ["identity"], "silhouette": [[0.3], [-0.01]]}
+    for name, others_acc in (("a", 0.5), ("b", 0.6), ("run", 0.8)):  # ufe train writes held_out_matrices (no features needed)
+        (tmp_path / name).mkdir()
+        w = {**weak, "accuracy": [[0.9], [others_acc]]}
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"held_out": {}, "held_out_matrices": {"weak_classifier": w, "silhouette": sil}}))
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run"), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout
+    assert "1 of 4 entries worse" in out and "worse  weak others -> identity (x chance): 8.0000 (references 5.0000 .. 6.0000)" in out
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text("{not json")
+    for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON")):
+        res = subprocess.run([sys.executable, script, arg, str(tmp_path / "a")], capture_output=True, text=True)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -34,7 +34,8 @@ def train(
     run, model = train_ufe(cfg, out, stream, desc, overwrite=overwrite)
     if evaluate:
         res = evaluate_matrices(model, test, run.path, tsne=False)
-        RunDir(run.path).update_metrics({"held_out": res["targets"]})
+        # the whole matrices too: scripts/ufe_compare.py sets a run against other seeds entry by entry
+        RunDir(run.path).update_metrics({"held_out": res["targets"], "held_out_matrices": {k: res[k] for k in ("weak_classifier", "silhouette")}})
         _print_targets(res["targets"])
     err.print(f"[green]done[/]: {run.path} (weights.safetensors, features.npz, metrics.json)")
 
