@@ -4,8 +4,8 @@ entry), asked against the spread of several seeds of the full model instead of o
 
     python scripts/ufe_compare.py runs/c10k-wo_oth runs/cos10k-s0 runs/cos10k-s1 runs/cos10k-s2
 
-Each argument is a run folder (or its ``features.npz``) of ``facefactors ufe train`` or ``ufe
-experiment world_a``: features of the held-out identities. The matrices of Fig. 2 are read from
+Each argument is a run folder (or its ``features.npz``, or a metrics.json holding the matrices)
+of ``facefactors ufe train`` or ``ufe experiment world_a``: features of the held-out identities. The matrices of Fig. 2 are read from
 the folder's metrics.json (``held_out_matrices`` of ``ufe train``, the matrices of ``world_a``) or computed from the
 features as the experiments do. For every entry (x = feature, y = label) it prints the run's
 value and the references' range, and marks the entry **worse** when it lies outside that range
@@ -31,8 +31,10 @@ from facefactors.utils.errors import UserError
 def matrices(path: str) -> dict:
     """{"weak_classifier": ..., "silhouette": ...} of one run, in the layout of
     :func:`facefactors.experiments.ufe.evaluate_matrices`."""
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    metrics = folder / "metrics.json"
+    given = Path(path)
+    metrics = given if given.suffix == ".json" else (given if given.is_dir() else given.parent) / "metrics.json"
+    if given.suffix == ".json" and not given.is_file():
+        raise UserError(f"{given}: no such file; pass a run folder, its features.npz or a metrics.json")
     if metrics.is_file():
         try:
             stored = json.loads(metrics.read_text())
@@ -41,6 +43,8 @@ def matrices(path: str) -> dict:
         stored = stored.get("held_out_matrices", stored) if isinstance(stored, dict) else {}
         if "weak_classifier" in stored and "silhouette" in stored:  # ufe train's, or experiment world_a's
             return {k: stored[k] for k in ("weak_classifier", "silhouette")}
+        if given.suffix == ".json":
+            raise UserError(f"{given}: holds no weak_classifier and silhouette matrices; pass the metrics.json of `ufe train` or `ufe experiment world_a`")
     from facefactors.experiments import ufe_eval as ev
 
     feats = load_features(path)

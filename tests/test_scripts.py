@@ -130,10 +130,11 @@ def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
         (tmp_path / name).mkdir()
         w = {**weak, "accuracy": [[0.9], [others_acc]]}
         (tmp_path / name / "metrics.json").write_text(json.dumps({"held_out": {}, "held_out_matrices": {"weak_classifier": w, "silhouette": sil}}))
-    out = subprocess.run([sys.executable, script, str(tmp_path / "run"), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run"), str(tmp_path / "a"), str(tmp_path / "b" / "metrics.json")], capture_output=True, text=True, check=True).stdout
     assert "1 of 4 entries worse" in out and "worse  weak others -> identity (x chance): 8.0000 (references 5.0000 .. 6.0000)" in out
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
-    for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON")):
+    (tmp_path / "other.json").write_text('{"held_out": {}}')
+    for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON"), (str(tmp_path / "other.json"), "other.json: holds no weak_classifier")):
         res = subprocess.run([sys.executable, script, arg, str(tmp_path / "a")], capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
