@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     shown = rows if args.all else [r for r in rows if r["verdict"]]
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: stop quietly
     print(f"{args.run} against {len(args.references)} reference run(s): {sum(r['verdict'] == 'worse' for r in rows)} of {len(rows)} entries worse, {sum(r['verdict'] == 'better' for r in rows)} better")
     for r in shown:
         print(f"  {r['verdict'] or '-':6s} {r['entry']}: {r['value']:.4f} (references {r['low']:.4f} .. {r['high']:.4f})")
