@@ -5,9 +5,10 @@ entry), asked against the spread of several seeds of the full model instead of o
     python scripts/ufe_compare.py runs/c10k-wo_oth runs/cos10k-s0 runs/cos10k-s1 runs/cos10k-s2
 
 Each argument is a run folder (or its ``features.npz``, or a metrics.json holding the matrices)
-of ``facefactors ufe train`` or ``ufe experiment world_a``: features of the held-out identities. The matrices of Fig. 2 are read from
-the folder's metrics.json (``held_out_matrices`` of ``ufe train``, the matrices of ``world_a``) or computed from the
-features as the experiments do. For every entry (x = feature, y = label) it prints the run's
+of ``facefactors ufe train`` or ``ufe experiment world_a``: features of the held-out
+identities. The matrices of Fig. 2 are read from the folder's metrics.json (``held_out_matrices``
+of ``ufe train``, the matrices of ``world_a``) or computed from the features as the experiments
+do. For every entry (x = feature, y = label) it prints the run's
 value and the references' range, and marks the entry **worse** when it lies outside that range
 on the bad side: a diagonal (weak-classifier accuracy, silhouette) below the lowest reference,
 an off-diagonal (weak-classifier accuracy as a multiple of the majority-class chance, silhouette)
@@ -43,7 +44,10 @@ def matrices(path: str) -> dict:
             raise UserError(f"{metrics}: not readable JSON ({e}); delete it or re-run `facefactors ufe train` to rewrite it") from None
         stored = stored.get("held_out_matrices", stored) if isinstance(stored, dict) else {}
         if "weak_classifier" in stored and "silhouette" in stored:  # ufe train's, or experiment world_a's
-            return {k: stored[k] for k in ("weak_classifier", "silhouette")}
+            weak, sil = stored["weak_classifier"], stored["silhouette"]
+            if not (isinstance(weak, dict) and isinstance(sil, dict) and {"x", "y", "accuracy", "chance"} <= set(weak) and {"x", "y", "silhouette"} <= set(sil)):
+                raise UserError(f"{metrics}: its matrices lack x / y / accuracy / chance / silhouette; re-run `facefactors ufe train` to rewrite it")
+            return {"weak_classifier": weak, "silhouette": sil}
         if given.suffix == ".json":
             raise UserError(f"{given}: holds no weak_classifier and silhouette matrices; pass the metrics.json of `ufe train` or `ufe experiment world_a`")
     from facefactors.experiments import ufe_eval as ev

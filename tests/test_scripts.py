@@ -135,6 +135,7 @@ def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
     (tmp_path / "other.json").write_text('{"held_out": {}}')
-    for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON"), (str(tmp_path / "other.json"), "other.json: holds no weak_classifier")):
+    (tmp_path / "partial.json").write_text('{"weak_classifier": {"x": []}, "silhouette": {}}')
+    for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON"), (str(tmp_path / "other.json"), "other.json: holds no weak_classifier"), (str(tmp_path / "partial.json"), "partial.json: its matrices lack")):
         res = subprocess.run([sys.executable, script, arg, str(tmp_path / "a")], capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
