@@ -139,3 +139,19 @@ def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
     for arg, needle in ((str(tmp_path / "missing"), "no such file or directory"), (str(tmp_path / "bad"), "bad/metrics.json: not readable JSON"), (str(tmp_path / "other.json"), "other.json: holds no weak_classifier"), (str(tmp_path / "partial.json"), "partial.json: its matrices lack")):
         res = subprocess.run([sys.executable, script, arg, str(tmp_path / "a")], capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_ufe_train_stores_the_matrices_ufe_compare_reads(tmp_path):
+    import json
+
+    from facefactors.cli.main import main
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run")])
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())["held_out_matrices"]
+    assert stored["weak_classifier"]["x"] == ["identity", "expression", "lighting", "pose", "others"]
+    assert np.asarray(stored["silhouette"]["silhouette"]).shape == (5, 4)
+    # the stored matrices and those recomputed from the run's features.npz are the same numbers (2 x 5 x 4 entries)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "features.npz").write_bytes((tmp_path / "run" / "features.npz").read_bytes())
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ufe_compare.py"), str(tmp_path / "copy"), str(tmp_path / "run")], capture_output=True, text=True, check=True).stdout
+    assert "0 of 40 entries worse, 0 better" in out, out
