@@ -8,6 +8,14 @@ Prints the weak-classifier accuracy (the metric of Fig. 2) of the label read fro
 feature's coordinates, from those whose standard deviation is above / at most each threshold,
 and the whitened between-class scatter as a share of the whitened total (chance about
 (classes - 1) / (n - 1)) for the ridge L_ind uses, without and with ``loss.whiten_std_floor``.
+
+Then the silhouette of the label on the feature (Euclidean, as in the matrices of Fig. 2) and
+the same silhouette once each class is moved to the common mean: a positive silhouette that
+falls to zero or below is held by a shift of the class means alone, which L_ind (a linear
+kernel: the between-class scatter) and the weak classifier both see; one that stays positive is
+held by the classes' shapes (one class tighter than another), which neither sees. With
+``--within LABEL`` (e.g. camera) also the silhouette inside each class of that label, so a
+shift that is only a different mix of that label's classes shows as none.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 
 import numpy as np
 import torch
+from sklearn.metrics import silhouette_score
 
 from facefactors.metrics.features import load_features
 from facefactors.metrics.subspace import cv_accuracy
@@ -31,6 +40,15 @@ def between_share(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return between, total
 
 
+def class_means_removed(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """f with each class moved to the common mean (its rows minus their class mean plus the
+    mean of all rows)."""
+    g = f.astype(np.float64).copy()
+    for c in np.unique(y):
+        g[y == c] -= g[y == c].mean(0)
+    return g + f.mean(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("features", help="features.npz of a world_a experiment")
@@ -38,9 +56,12 @@ def main() -> None:
     parser.add_argument("--label", default="identity")
     parser.add_argument("--eps", type=float, default=0.1, help="the whitening's ridge (loss.whiten_eps)")
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
+    parser.add_argument("--within", default=None, help="also the silhouette inside each class of this label (e.g. camera)")
     args = parser.parse_args()
     try:  # a run's features.npz or its folder; one-line errors naming the file and the fix
-        f, y = load_features(args.features).pair(args.feature, args.label)
+        features = load_features(args.features)
+        f, y = features.pair(args.feature, args.label)
+        within = features.pair(args.feature, args.within)[1] if args.within else None
     except UserError as e:
         parser.error(str(e))
     print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")
@@ -54,6 +75,12 @@ def main() -> None:
         W = whitening_matrix(torch.from_numpy(f), args.eps, floor).numpy()
         b, t = between_share(f @ W, y)
         print(f"  std_floor {floor:g}: between {b:.2f} of {t:.1f} ({b / t:.3f})")
+    print(f"silhouette of {args.label} on the {args.feature} feature: {silhouette_score(f, y):+.4f}; with the class means removed: {silhouette_score(class_means_removed(f, y), y):+.4f}")
+    if within is not None:
+        for c in np.unique(within):
+            k = within == c
+            if len(np.unique(y[k])) >= 2:
+                print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f}")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,26 @@ def test_ufe_train_stores_the_matrices_ufe_compare_reads(tmp_path):
     (tmp_path / "copy" / "features.npz").write_bytes((tmp_path / "run" / "features.npz").read_bytes())
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ufe_compare.py"), str(tmp_path / "copy"), str(tmp_path / "run")], capture_output=True, text=True, check=True).stdout
     assert "0 of 40 entries worse, 0 better" in out, out
+
+
+def test_ufe_leak_tells_a_shift_of_class_means_from_a_difference_of_shapes(tmp_path):
+    # "shift": two poses, the same spread, means 0.6 apart along one of 8 coordinates;
+    # "shape": the same means, pose 1 four times tighter than pose 0. Camera: half of each.
+    rng = np.random.default_rng(0)
+    n = 400
+    pose, camera = np.arange(n) % 2, (np.arange(n) // 2) % 2
+    shift = rng.standard_normal((n, 8))
+    shift[:, 0] += 0.6 * pose
+    shape = rng.standard_normal((n, 8)) * np.where(pose == 1, 0.25, 1.0)[:, None]
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    silhouettes = {}
+    for name, f in (("shift", shift), ("shape", shape)):
+        np.savez(tmp_path / f"{name}.npz", **{"features/others": f, "labels/pose": pose, "labels/camera": camera})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "others", "--label", "pose", "--within", "camera"], capture_output=True, text=True, check=True).stdout
+        whole, removed = (float(v) for v in re.search(r"on the others feature: ([-+0-9.]+); with the class means removed: ([-+0-9.]+)", out).groups())
+        inside = [float(v) for v in re.findall(r"inside camera \d \(200 samples\): ([-+0-9.]+)", out)]
+        silhouettes[name] = whole, removed, inside
+    whole, removed, inside = silhouettes["shift"]
+    assert whole > 0.005 and removed < 0.0 and len(inside) == 2 and min(inside) > 0.005  # the shift holds it, in each camera
+    whole, removed, _ = silhouettes["shape"]
+    assert whole > 0.05 and removed > 0.05 and abs(whole - removed) < 0.02  # the tight class holds it, the means do not
