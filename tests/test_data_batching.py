@@ -62,6 +62,30 @@ def test_replicas_split_the_epoch():
     assert parts[0] == full[0::2][: len(parts[0])] and parts[1] == full[1::2][: len(parts[1])]
 
 
+def test_skip_goes_on_with_the_uninterrupted_stream_across_epochs():
+    labels = _labels()
+    full = GroupedBatchSampler(labels, "identity", 4, 3, seed=2)
+    stream = list(full) + list(full) + list(full)  # three epochs
+    per_epoch = len(stream) // 3
+    for skipped in (0, 5, per_epoch - 1, per_epoch, per_epoch + 3, 2 * per_epoch + 1):
+        s = GroupedBatchSampler(labels, "identity", 4, 3, seed=2)
+        s.skip(skipped)
+        resumed = list(s) + list(s)
+        assert resumed[: len(stream) - skipped][:per_epoch] == stream[skipped:][:per_epoch], skipped
+    s = GroupedBatchSampler(labels, "identity", 4, 3, seed=2)
+    s.skip(3)
+    s.skip(per_epoch)  # skips add up
+    assert list(s)[0] == stream[per_epoch + 3]
+    # by rank: each rank goes on with its own share
+    part = GroupedBatchSampler(labels, "identity", 4, 3, seed=2, num_replicas=2, rank=1)
+    whole = list(part)
+    part = GroupedBatchSampler(labels, "identity", 4, 3, seed=2, num_replicas=2, rank=1)
+    part.skip(4)
+    assert list(part) == whole[4:]
+    with pytest.raises(UserError, match="must be >= 0"):
+        part.skip(-1)
+
+
 def test_singletons_left_out_and_too_few_groups():
     labels = {"identity": np.array([0, 0, 1, 2, 2, 3])}
     with pytest.warns(UserWarning, match="2 identity groups have a single sample"):

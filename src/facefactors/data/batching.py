@@ -89,6 +89,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self._skip = 0  # batches of this rank to leave out at the start of the next iteration
         self._plan: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,9 +127,21 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self._plan = (epoch, batches[:usable])
         return self._plan[1]
 
+    def skip(self, batches: int) -> None:
+        """Start the next iteration ``batches`` batches (of this rank) further on, across epochs:
+        a resumed run goes on with the batches it has not seen instead of replaying its first
+        ones. Batches are deterministic in (seed, epoch), so the stream is the uninterrupted one."""
+        if batches < 0:
+            raise UserError(f"GroupedBatchSampler.skip: batches must be >= 0, got {batches}")
+        batches += self._skip
+        while batches >= (per_epoch := len(self.plan(self.epoch)) // self.num_replicas) > 0:
+            batches -= per_epoch
+            self.epoch += 1
+        self._skip = batches
+
     def __iter__(self) -> Iterator[list[int]]:
-        epoch = self.epoch
-        yield from self.plan(epoch)[self.rank :: self.num_replicas]
+        epoch, start, self._skip = self.epoch, self._skip, 0
+        yield from self.plan(epoch)[self.rank :: self.num_replicas][start:]
         if self.epoch == epoch:  # nobody called set_epoch meanwhile: move on by ourselves
             self.epoch = epoch + 1
 

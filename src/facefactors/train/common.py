@@ -384,11 +384,28 @@ def fit(trainer: L.Trainer, module: L.LightningModule, run: RunDir, train_datalo
 
         Console(stderr=True).print(f"[cyan]resuming[/] from {ckpt}")
     try:
+        # A batch stream that can (GroupedBatches, AlternatingBatches) goes on where the run
+        # stopped: Lightning does not move an iterable data set on, and its first batches would
+        # be trained on twice.
+        stream = getattr(train_dataloaders, "dataset", None)
+        if ckpt is not None and callable(getattr(stream, "skip", None)):
+            stream.skip(checkpoint_batches(ckpt))
         trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except RuntimeError as e:
         if ckpt and ("checkpoint" in str(e).lower() or "state_dict" in str(e).lower() or "Unpickl" in str(e)):
             raise UserError(f"{ckpt}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); pass --overwrite to start afresh") from None
         raise
+
+
+def checkpoint_batches(path: str | Path) -> int:
+    """The training batches a Lightning checkpoint's run had taken (its batch progress; the
+    global step where that is missing), read with weights_only=True."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # truncated, not a checkpoint, or holding code weights_only refuses
+        raise UserError(f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --overwrite to start afresh") from None
+    progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {}).get("total", {})
+    return int(progress.get("processed", state.get("global_step", 0)))
 
 
 def config_hparams(cfg) -> dict:

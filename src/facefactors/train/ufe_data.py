@@ -80,6 +80,14 @@ class GroupedBatches(IterableDataset):
         values = (groups if groups is not None else data.labels[group_by]).numpy()
         self.sampler = GroupedBatchSampler({group_by: values}, group_by, groups_per_batch, samples_per_group, seed=seed)
 
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.data.labels)
+
+    def skip(self, batches: int) -> None:
+        """Go on ``batches`` batches further (a resumed run: see GroupedBatchSampler.skip)."""
+        self.sampler.skip(batches)
+
     def __iter__(self) -> Iterator[dict]:
         while True:
             for idx in self.sampler:
@@ -94,18 +102,31 @@ class AlternatingBatches(IterableDataset):
     def __init__(self, *streams: IterableDataset):
         super().__init__()
         self.streams = streams
+        self._first = 0  # the stream the next iteration starts with
+
+    def skip(self, batches: int) -> None:
+        """Go on ``batches`` batches further: the i-th stream has given batches // n of them, one
+        more if i < batches % n, and the next batch is the (batches % n)-th stream's."""
+        n = len(self.streams)
+        done = batches + self._first  # as if counted from the first stream
+        for i, stream in enumerate(self.streams):
+            stream.skip(done // n + (i < done % n) - (i < self._first))
+        self._first = done % n
 
     def __iter__(self) -> Iterator[dict]:
         its = [iter(s) for s in self.streams]
-        names: set[str] = set()
+        # Every label name of every stream from the first batch on, wherever the stream starts.
+        names: set[str] = {name for s in self.streams for name in getattr(s, "label_names", [])}
+        i, self._first = self._first, 0
         while True:
-            for it in its:
+            for it in its[i:]:
                 batch = next(it)
                 names |= set(batch["labels"])
                 B = batch["image"].shape[0]
                 for n in names - set(batch["labels"]):
                     batch["labels"][n] = torch.full((B,), -1, dtype=torch.long)
                 yield batch
+            i = 0
 
 
 def unbatched_loader(stream: IterableDataset) -> torch.utils.data.DataLoader:
