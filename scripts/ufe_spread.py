@@ -29,16 +29,8 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics import silhouette_samples
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from facefactors.metrics.features import load_features
+from facefactors.metrics.features import load_features, within_class_residual
 from facefactors.utils.errors import UserError
-
-
-def within_class_residual(f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each row of f minus the mean of its class."""
-    r = f.astype(np.float64).copy()
-    for c in np.unique(y):
-        r[y == c] -= r[y == c].mean(0)
-    return r
 
 
 def fit_share(design: np.ndarray, residual: np.ndarray) -> float:

@@ -55,6 +55,15 @@ class FeatureSet:
         return out
 
 
+def within_class_residual(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row of ``features`` (N, D) minus the mean of its class in ``labels`` (N,), as float64:
+    the spread within the classes, every class moved to the origin."""
+    residual = features.astype(np.float64).copy()
+    for c in np.unique(labels):
+        residual[labels == c] -= residual[labels == c].mean(0)
+    return residual
+
+
 def _resolve(path: Path) -> tuple[Path, str]:
     if path.is_dir():
         npz = path / "features.npz"

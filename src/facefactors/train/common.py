@@ -393,7 +393,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, run: RunDir, train_datalo
         trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except RuntimeError as e:
         if ckpt and ("checkpoint" in str(e).lower() or "state_dict" in str(e).lower() or "Unpickl" in str(e)):
-            raise UserError(f"{ckpt}: cannot resume from this checkpoint ({str(e).splitlines()[0]}); pass --overwrite to start afresh") from None
+            raise _cannot_resume(ckpt, e) from None
         raise
 
 
@@ -403,9 +403,14 @@ def checkpoint_batches(path: str | Path) -> int:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated, not a checkpoint, or holding code weights_only refuses
-        raise UserError(f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --overwrite to start afresh") from None
+        raise _cannot_resume(path, e) from None
     progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {}).get("total", {})
     return int(progress.get("processed", state.get("global_step", 0)))
+
+
+def _cannot_resume(path: str | Path, error: Exception) -> UserError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return UserError(f"{path}: cannot resume from this checkpoint ({reason}); pass --overwrite to start afresh")
 
 
 def config_hparams(cfg) -> dict:
