@@ -475,6 +475,20 @@ def test_independence_loss_groups_labels_by_the_samples_that_carry_them():
     weighted = [3 * dependence(feats[x], labels["identity"]) if y == "identity" else dependence(feats[x], labels[y]) for x, y in (("age", "identity"), ("others", "identity"), ("identity", "expression"), ("age", "expression"), ("others", "expression"), ("identity", "age"), ("others", "age"))]
     got = independence_loss(feats, labels, hinge=False, label_weights={"identity": 3.0})
     assert got.item() == pytest.approx(torch.stack(weighted).mean().item(), rel=1e-5, abs=1e-7)
+    # Per-term factors multiply the label's: "others" against age x10, identity's terms still x3.
+    pairs = (("age", "identity"), ("others", "identity"), ("identity", "expression"), ("age", "expression"), ("others", "expression"), ("identity", "age"), ("others", "age"))
+    factors = [(3.0 if y == "identity" else 1.0) * (10.0 if (x, y) == ("others", "age") else 1.0) for x, y in pairs]
+    weighted = [k * dependence(feats[x], labels[y]) for k, (x, y) in zip(factors, pairs)]
+    got = independence_loss(feats, labels, hinge=False, label_weights={"identity": 3.0}, pair_weights={"others/age": 10.0})
+    assert got.item() == pytest.approx(torch.stack(weighted).mean().item(), rel=1e-5, abs=1e-7)
+    # A pair's factor touches only its term: the others' gradients are those of the unweighted loss.
+    fs = {x: f.clone().requires_grad_() for x, f in feats.items()}
+    independence_loss(fs, labels, hinge=False, pair_weights={"others/age": 10.0}).backward()
+    plain = {x: f.clone().requires_grad_() for x, f in feats.items()}
+    independence_loss(plain, labels, hinge=False).backward()
+    for x in ("identity", "age"):
+        torch.testing.assert_close(fs[x].grad, plain[x].grad)
+    assert not torch.allclose(fs["others"].grad, plain["others"].grad)
 
 
 def test_dependence_is_zero_for_independent_one_for_the_label_and_masks_missing():

@@ -294,6 +294,7 @@ def independence_loss(
     whitening: dict[str, torch.Tensor] | None = None,
     hinge: bool = True,
     label_weights: dict[str, float] | None = None,
+    pair_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
     y != x present in the batch, of dependence(f_x, y), with f_x whitened by ``whitening[x]``
@@ -308,7 +309,10 @@ def independence_loss(
     samples its factors independently, so on it the independence it asks for is the truth.
 
     ``label_weights`` multiplies the terms of a label y (default 1), e.g. {identity: 3} to
-    press harder on identity read from the other subspaces."""
+    press harder on identity read from the other subspaces. ``pair_weights`` multiplies one
+    term, keyed "subspace/label", e.g. {"others/pose": 10}: a label's factor presses every
+    subspace against it, which costs the subspaces that hold no such leak (measured: pose x3
+    lowered the identity silhouette, docs/results.md); a pair's factor presses only the one."""
     # Samples that carry a label: all of a batch for the labels of its data set. Labels with
     # the same carriers share the feature kernels, so each group is one batched computation.
     groups: dict[bytes, list[str]] = {}
@@ -340,8 +344,10 @@ def independence_loss(
             d = torch.where(whitened[:, None], d, d / feature_norm[:, None].sqrt())
         other = torch.tensor([[x != y for y in ys] for x in names], device=first.device)
         d = d.clamp(min=0) if hinge else d
-        if label_weights:
-            d = d * torch.tensor([label_weights.get(y, 1.0) for y in ys], dtype=d.dtype, device=d.device)[None, :]
+        if label_weights or pair_weights:
+            label_weights, pair_weights = label_weights or {}, pair_weights or {}
+            factors = [[label_weights.get(y, 1.0) * pair_weights.get(f"{x}/{y}", 1.0) for y in ys] for x in names]
+            d = d * torch.tensor(factors, dtype=d.dtype, device=d.device)
         terms.append(d[other])
     if not terms:
         return first.sum() * 0
@@ -494,6 +500,7 @@ class UFELossConfig:
     independence_hinge: bool = True  # L_ind of max(0, dependence) per pair; False: the signed, unbiased value
     independence_warmup_steps: int = 0  # L_ind is off before this step (the heads learn their own labels first)
     independence_weights: dict[str, float] = field(default_factory=dict)  # per-label factors on L_ind's terms, e.g. {identity: 3}
+    independence_pair_weights: dict[str, float] = field(default_factory=dict)  # factors on single L_ind terms "subspace/label", e.g. {others/pose: 10}
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -659,7 +666,7 @@ def ufe_losses(
         whitening = None
         if cfg.independence_whiten and kept is not None:
             whitening = {n: whitening_matrix(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
-        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights)
+        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights, cfg.independence_pair_weights)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
