@@ -322,6 +322,7 @@ def independence_loss(
             groups.setdefault(ok.cpu().numpy().tobytes(), []).append(y)
     names = list(features)
     first = features[names[0]]
+    label_weights, pair_weights = label_weights or {}, pair_weights or {}
     terms = []
     for ys in groups.values():
         ok = labels[ys[0]].to(first.device) >= 0
@@ -345,7 +346,6 @@ def independence_loss(
         other = torch.tensor([[x != y for y in ys] for x in names], device=first.device)
         d = d.clamp(min=0) if hinge else d
         if label_weights or pair_weights:
-            label_weights, pair_weights = label_weights or {}, pair_weights or {}
             factors = [[label_weights.get(y, 1.0) * pair_weights.get(f"{x}/{y}", 1.0) for y in ys] for x in names]
             d = d * torch.tensor(factors, dtype=d.dtype, device=d.device)
         terms.append(d[other])
