@@ -15,7 +15,18 @@ falls to zero or below is held by a shift of the class means alone, which L_ind 
 kernel: the between-class scatter) and the weak classifier both see; one that stays positive is
 held by the classes' shapes (one class tighter than another), which neither sees. With
 ``--within LABEL`` (e.g. camera) also the silhouette inside each class of that label, so a
-shift that is only a different mix of that label's classes shows as none.
+shift that is only a different mix of that label's classes shows as none, and the class means'
+scatter and silhouette once each class of that label is centred (a different mix of its classes
+then no longer moves the means).
+
+Last, where the class means' scatter lies among the feature's principal directions: its share in
+the leading ones, unweighted (every unit of shift alike, whatever the direction's variance), next
+to the share of the whitened scatter, as L_ind's whitened linear kernel weighs it (each direction
+divided by its variance plus the ridge). A shift held in the leading directions is one that L_ind
+presses on least in proportion. And how hard each form of the pair's L_ind term (``dependence``,
+whitened and unwhitened, on the whole set, the whitening from the same samples) pushes on the class
+means there: the size of its gradient's class-mean part in the 5 leading directions, the next 15
+and the rest, per unit of the term's weight.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from sklearn.metrics import silhouette_score
 
 from facefactors.metrics.features import load_features, within_class_residual
 from facefactors.metrics.subspace import cv_accuracy
-from facefactors.train.ufe_losses import whitening_matrix
+from facefactors.train.ufe_losses import dependence, whitening_matrix
 from facefactors.utils.errors import UserError
 
 
@@ -38,6 +49,50 @@ def between_share(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     total = float((z**2).sum(1).mean())
     between = float(sum((y == c).mean() * (z[y == c].mean(0) ** 2).sum() for c in np.unique(y)))
     return between, total
+
+
+def between_scatter(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(D, D) scatter of the class means, each weighted by its class's share: sum_c p_c m_c m_c^T
+    with m_c the class mean less the overall mean; its trace is between_share's ``between``."""
+    z = z - z.mean(0)
+    means = np.stack([z[y == c].mean(0) for c in np.unique(y)])
+    shares = np.array([(y == c).mean() for c in np.unique(y)])
+    return (means * shares[:, None]).T @ means
+
+
+def shift_in_leading_directions(f: np.ndarray, y: np.ndarray, eps: float, leading: tuple[int, ...] = (5, 20)) -> list[tuple[int, float, float]]:
+    """[(k, raw share, whitened share)]: the share of the class means' scatter in the k principal
+    directions of largest variance, unweighted and with each direction divided by its variance
+    plus the ridge of :func:`whitening_matrix` (as L_ind sees it; the
+    whitening without ``std_floor`` shares the covariance's eigenvectors)."""
+    z = f - f.mean(0)
+    variance, directions = np.linalg.eigh(np.cov(z.T))
+    variance, directions = variance[::-1].clip(min=0), directions[:, ::-1]
+    B = between_scatter(z, y)
+    along = np.einsum("di,de,ei->i", directions, B, directions)  # the scatter along each direction
+    whitened = along / (variance + eps * variance.mean() + 1e-12)
+    return [(k, float(along[:k].sum() / along.sum()), float(whitened[:k].sum() / whitened.sum())) for k in leading if k < len(variance)]
+
+
+def push_on_means(f: np.ndarray, y: np.ndarray, eps: float, bands: tuple[int, ...] = (5, 20)) -> dict[str, list[float]]:
+    """{"whitened", "unwhitened"}: for the pair's ``dependence`` term with and without the
+    whitening (of these samples, ridge ``eps``), the norm of its gradient's class-mean part (sqrt of
+    sum_c p_c |g_c - g|^2, g_c the mean gradient of class c's samples) in the principal directions
+    0..bands[0], bands[0]..bands[1], ... and the rest: how hard a unit of its weight moves the
+    class means apart or together along each band."""
+    z = f - f.mean(0)
+    variance, directions = np.linalg.eigh(np.cov(z.T))
+    directions = directions[:, ::-1]
+    edges = [0, *(b for b in bands if b < z.shape[1]), z.shape[1]]
+    labels = torch.from_numpy(np.asarray(y))
+    out = {}
+    for name, W in (("whitened", whitening_matrix(torch.from_numpy(z), eps)), ("unwhitened", None)):
+        x = torch.from_numpy(z).double().requires_grad_()
+        dependence(x, labels, W).backward()
+        grad = x.grad.numpy() @ directions  # in principal coordinates
+        part = sum((y == c).mean() * (grad[y == c].mean(0) - grad.mean(0)) ** 2 for c in np.unique(y))
+        out[name] = [float(np.sqrt(part[a:b].sum())) for a, b in zip(edges[:-1], edges[1:])]
+    return out
 
 
 def main() -> None:
@@ -73,6 +128,18 @@ def main() -> None:
             k = within == c
             if len(np.unique(y[k])) >= 2:
                 print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f}")
+        centred = within_class_residual(f, within)
+        print(f"  each {args.within} centred: means' scatter {between_share(centred, y)[0]:.4f} (before {between_share(f, y)[0]:.4f}); "
+              f"silhouette {silhouette_score(centred, y):+.4f}")
+    print(f"the {args.label} means' scatter in the {args.feature} feature's leading principal directions (unweighted / whitened, as L_ind sees it):")
+    for k, raw, whitened in shift_in_leading_directions(f, y, args.eps):
+        print(f"  leading {k:3d}: {raw:.2f} / {whitened:.2f}")
+    pushes = push_on_means(f, y, args.eps)
+    edges = [0, *(b for b in (5, 20) if b < f.shape[1]), f.shape[1]]
+    bands = " / ".join(f"{a + 1}-{b}" for a, b in zip(edges[:-1], edges[1:]))
+    print(f"push of L_ind's {args.feature}/{args.label} term on those means (per unit weight) in the principal directions {bands}:")
+    for name, values in pushes.items():
+        print(f"  {name:10s}: " + " / ".join(f"{v:.2e}" for v in values))
 
 
 if __name__ == "__main__":

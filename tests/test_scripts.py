@@ -178,3 +178,39 @@ def test_ufe_leak_tells_a_shift_of_class_means_from_a_difference_of_shapes(tmp_p
     assert whole > 0.005 and removed < 0.0 and len(inside) == 2 and min(inside) > 0.005  # the shift holds it, in each camera
     whole, removed, _ = silhouettes["shape"]
     assert whole > 0.05 and removed > 0.05 and abs(whole - removed) < 0.02  # the tight class holds it, the means do not
+
+
+def test_ufe_leak_locates_a_shift_among_principal_directions_and_centres_the_within_label(tmp_path):
+    # A camera axis of large variance (coordinate 0, the two cameras 8 apart), 10 coordinates of
+    # unit spread and 5 of spread 0.1. "mix": the poses hold the cameras in different shares (70% /
+    # 30% camera 1), nothing else; "shift": in each camera, pose 1 moved by 1 along the camera axis
+    # and by 0.2 along each of the 5 narrow coordinates.
+    rng = np.random.default_rng(0)
+    n = 800
+    pose = np.arange(n) % 2
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    results, pushes = {}, {}
+    for name in ("mix", "shift"):
+        camera = (rng.random(n) < np.where(pose == 1, 0.7, 0.3)).astype(int) if name == "mix" else (np.arange(n) // 2) % 2
+        f = rng.standard_normal((n, 16)) * np.r_[np.ones(11), np.full(5, 0.1)]
+        f[:, 0] += 8.0 * camera
+        if name == "shift":
+            f[:, 0] += pose
+            f[:, 11:] += 0.2 * pose[:, None]
+        np.savez(tmp_path / f"{name}.npz", **{"features/others": f, "labels/pose": pose, "labels/camera": camera})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "others", "--label", "pose", "--within", "camera"], capture_output=True, text=True, check=True).stdout
+        centred, before = (float(v) for v in re.search(r"each camera centred: means' scatter ([0-9.]+) \(before ([0-9.]+)\)", out).groups())
+        raw, whitened = (float(v) for v in re.search(r"leading   5: ([0-9.]+) / ([0-9.]+)", out).groups())
+        assert "in the principal directions 1-5 / 6-16:" in out
+        pushes[name] = {form: [float(v) for v in re.search(rf"{form} *: ([0-9.e+-]+) / ([0-9.e+-]+)", out).groups()] for form in ("whitened", "unwhitened")}
+        results[name] = centred, before, raw, whitened
+    centred, before, _, _ = results["mix"]
+    assert before > 1.0 and centred < 0.05 * before  # 0.25 * (0.4 * 8)^2 = 2.56 from the mix alone; centring the cameras removes it
+    centred, before, raw, whitened = results["shift"]
+    assert 0.25 < centred < 0.38 and abs(centred - before) < 0.03  # 0.25 * (1 + 5 * 0.04) in each camera (+ ~0.015 by chance): centring keeps it
+    # 0.25 of 0.30 lies along the leading (camera) direction; whitened, that direction counts 1 / 17 and the narrow ones ~5
+    assert raw > 0.75 and whitened < 0.2, (raw, whitened)
+    # The pair's L_ind term pushes those means mostly along the narrow directions when whitened,
+    # mostly along the leading one when not (measured: 0.06 / 0.68 of the push in directions 1-5).
+    share = {form: leading / (leading + rest) for form, (leading, rest) in pushes["shift"].items()}
+    assert share["whitened"] < 0.2 and share["unwhitened"] > 0.5, share

@@ -491,6 +491,40 @@ def test_independence_loss_groups_labels_by_the_samples_that_carry_them():
     assert not torch.allclose(fs["others"].grad, plain["others"].grad)
 
 
+def test_independence_loss_adds_named_pairs_unwhitened():
+    # The ordinary terms whitened; "others"/pose once more on the raw feature with factor 5, in the
+    # mean's numerator only. Reference: the per-pair dependence.
+    from facefactors.train.ufe_losses import dependence, independence_loss, whitening_matrix
+
+    g = torch.Generator().manual_seed(5)
+    n = 32
+    feats = {k: torch.rand(n, 6, generator=g) for k in ("pose", "identity", "others")}
+    labels = {"pose": torch.randint(0, 2, (n,), generator=g), "identity": torch.randint(0, 4, (n,), generator=g)}
+    feats["others"][:, 0] += labels["pose"]  # a pose shift in "others"
+    W = {x: whitening_matrix(torch.rand(200, 6, generator=g), 0.1) for x in feats}
+    pairs = [(x, y) for x in feats for y in labels if x != y]
+    ordinary = [dependence(feats[x], labels[y], W[x]) for x, y in pairs]
+    raw = dependence(feats["others"], labels["pose"])
+    assert raw.item() > 0.05  # the shift shows unwhitened
+    expected = (torch.stack(ordinary).sum() + 5.0 * raw) / len(pairs)
+    got = independence_loss(feats, labels, W, hinge=False, unwhitened_pairs={"others/pose": 5.0})
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Only "others" gets the added gradient, and it is the raw term's.
+    fs = {x: f.clone().requires_grad_() for x, f in feats.items()}
+    independence_loss(fs, labels, W, hinge=False, unwhitened_pairs={"others/pose": 5.0}).backward()
+    plain = {x: f.clone().requires_grad_() for x, f in feats.items()}
+    independence_loss(plain, labels, W, hinge=False).backward()
+    for x in ("pose", "identity"):
+        torch.testing.assert_close(fs[x].grad, plain[x].grad)
+    alone = feats["others"].clone().requires_grad_()
+    (5.0 * dependence(alone, labels["pose"]) / len(pairs)).backward()
+    torch.testing.assert_close(fs["others"].grad - plain["others"].grad, alone.grad, rtol=1e-4, atol=1e-7)
+    # Without whitening the added term is the same pair counted 1 + factor times.
+    got = independence_loss(feats, labels, hinge=False, unwhitened_pairs={"others/pose": 5.0})
+    plain_terms = [dependence(feats[x], labels[y]) for x, y in pairs]
+    assert got.item() == pytest.approx(((torch.stack(plain_terms).sum() + 5.0 * raw) / len(pairs)).item(), rel=1e-5)
+
+
 def test_dependence_is_zero_for_independent_one_for_the_label_and_masks_missing():
     from facefactors.train.ufe_losses import dependence
 

@@ -306,17 +306,18 @@ def test_per_attribute_weights_must_name_attributes_of_the_data(option):
         UFERecipe(cfg, synthetic_set().description)
 
 
-def test_independence_pair_weights_name_a_subspace_and_another_label():
+@pytest.mark.parametrize("option", ["independence_pair_weights", "independence_unwhitened_pairs"])
+def test_independence_pair_options_name_a_subspace_and_another_label(option):
     from facefactors.train.ufe import UFERecipe
 
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.independence_pair_weights={others/identity: 10}"])
-    assert UFERecipe(cfg, synthetic_set().description).cfg.loss.independence_pair_weights == {"others/identity": 10}
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{others/identity: 10}}"])
+    assert getattr(UFERecipe(cfg, synthetic_set().description).cfg.loss, option) == {"others/identity": 10}
     for key in ("others/pose", "identity/identity", "identity"):  # no such label; no term of its own label; no pair
-        cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.independence_pair_weights={{{key}: 10}}"])
-        with pytest.raises(UserError, match=rf"loss.independence_pair_weights names \['{key}'\], not terms of L_ind; a term is 'subspace/label'"):
+        cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{{key}: 10}}"])
+        with pytest.raises(UserError, match=rf"loss.{option} names \['{key}'\], not terms of L_ind; a term is 'subspace/label'"):
             UFERecipe(cfg, synthetic_set().description)
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.independence_pair_weights={others/identity: -1}"])
-    with pytest.raises(UserError, match="loss.independence_pair_weights has factors below 0"):
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", [f"loss.{option}={{others/identity: -1}}"])
+    with pytest.raises(UserError, match=f"loss.{option} has factors below 0"):
         UFERecipe(cfg, synthetic_set().description)
 
 

@@ -88,7 +88,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
-    for option in ("con_weights", "con_positive_weights", "independence_weights", "independence_pair_weights"):
+    for option in ("con_weights", "con_positive_weights", "independence_weights", "independence_pair_weights", "independence_unwhitened_pairs"):
         negative = {k: v for k, v in getattr(loss, option).items() if not v >= 0}
         if negative:
             raise UserError(f"loss.{option} has factors below 0 ({negative}); use 0 to switch an attribute's term off")
@@ -129,10 +129,11 @@ class UFERecipe(L.LightningModule):
             if unknown:
                 raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
         pairs = {f"{x}/{y}" for x in self.model.feature_names for y in self.model.attributes if x != y}
-        unknown = sorted(set(cfg.loss.independence_pair_weights) - pairs)
-        if unknown:
-            raise UserError(f"loss.independence_pair_weights names {unknown}, not terms of L_ind; a term is 'subspace/label' with "
-                            f"subspaces {list(self.model.feature_names)} and labels {list(self.model.attributes)}, e.g. others/{self.model.attributes[0]}")
+        for option in ("independence_pair_weights", "independence_unwhitened_pairs"):
+            unknown = sorted(set(getattr(cfg.loss, option)) - pairs)
+            if unknown:
+                raise UserError(f"loss.{option} names {unknown}, not terms of L_ind; a term is 'subspace/label' with "
+                                f"subspaces {list(self.model.feature_names)} and labels {list(self.model.attributes)}, e.g. others/{self.model.attributes[0]}")
         unknown = sorted(set(cfg.loss.rec_feature_factors) - set(self.model.feature_names))
         if unknown:
             raise UserError(f"loss.rec_feature_factors names {unknown}, not features of this model; known: {list(self.model.feature_names)}")

@@ -295,6 +295,7 @@ def independence_loss(
     hinge: bool = True,
     label_weights: dict[str, float] | None = None,
     pair_weights: dict[str, float] | None = None,
+    unwhitened_pairs: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """L_ind (not in the paper): the mean, over every subspace x (and "others") and every label
     y != x present in the batch, of dependence(f_x, y), with f_x whitened by ``whitening[x]``
@@ -312,7 +313,15 @@ def independence_loss(
     press harder on identity read from the other subspaces. ``pair_weights`` multiplies one
     term, keyed "subspace/label", e.g. {"others/pose": 10}: a label's factor presses every
     subspace against it, which costs the subspaces that hold no such leak (measured: pose x3
-    lowered the identity silhouette, docs/results.md); a pair's factor presses only the one."""
+    lowered the identity silhouette, docs/results.md); a pair's factor presses only the one.
+
+    ``unwhitened_pairs`` adds, for each "subspace/label" named, its factor times the pair's
+    dependence on the unwhitened feature (debiased CKA: each direction by its variance), as so
+    many more terms in the mean's numerator (the mean stays over the ordinary terms). The
+    whitening weighs a shift of the class means in the feature's directions of largest variance
+    least, and that is where the Euclidean silhouette of Fig. 2 finds it (measured: 0.34-0.44 of
+    "others"' pose shift lies in its 5 leading directions, 0.02-0.04 of the whitened shift; the
+    "others"/pose term x10 left that part in place, docs/results.md "Where the shift lies")."""
     # Samples that carry a label: all of a batch for the labels of its data set. Labels with
     # the same carriers share the feature kernels, so each group is one batched computation.
     groups: dict[bytes, list[str]] = {}
@@ -322,15 +331,17 @@ def independence_loss(
             groups.setdefault(ok.cpu().numpy().tobytes(), []).append(y)
     names = list(features)
     first = features[names[0]]
-    label_weights, pair_weights = label_weights or {}, pair_weights or {}
-    terms = []
+    label_weights, pair_weights, unwhitened_pairs = label_weights or {}, pair_weights or {}, unwhitened_pairs or {}
+    terms, extra = [], []
     for ys in groups.values():
         ok = labels[ys[0]].to(first.device) >= 0
         L = torch.stack([_delta_kernel(labels[y].to(device=first.device, dtype=torch.long)[ok]) for y in ys]).to(first.dtype)
-        K = []
+        K, raw = [], {}
         for x in names:
             f = features[x][ok]
             f = f - f.mean(0, keepdim=True)
+            if any(f"{x}/{y}" in unwhitened_pairs for y in ys):
+                raw[x] = f @ f.T
             W = None if whitening is None else whitening.get(x)
             if W is not None:
                 f = f @ W.to(f.dtype)
@@ -349,9 +360,17 @@ def independence_loss(
             factors = [[label_weights.get(y, 1.0) * pair_weights.get(f"{x}/{y}", 1.0) for y in ys] for x in names]
             d = d * torch.tensor(factors, dtype=d.dtype, device=d.device)
         terms.append(d[other])
+        for x, K_raw in raw.items():  # the named pairs once more, unwhitened (see dependence)
+            index = [j for j, y in enumerate(ys) if f"{x}/{y}" in unwhitened_pairs and y != x]
+            cross_raw = hsic_unbiased_pairs(K_raw[None], L[index])[0]
+            d_raw = cross_raw / (label_norm[index].sqrt() * hsic_unbiased_self(K_raw.detach()[None]).clamp(min=1e-12).sqrt())
+            d_raw = d_raw.clamp(min=0) if hinge else d_raw
+            factors = torch.tensor([unwhitened_pairs[f"{x}/{ys[j]}"] for j in index], dtype=d_raw.dtype, device=d_raw.device)
+            extra.append((factors * d_raw).sum())
     if not terms:
         return first.sum() * 0
-    return torch.cat(terms).mean()
+    ordinary = torch.cat(terms)
+    return (ordinary.sum() + sum(extra)) / ordinary.numel() if extra else ordinary.mean()
 
 
 def _delta_kernel(label: torch.Tensor) -> torch.Tensor:
@@ -501,6 +520,7 @@ class UFELossConfig:
     independence_warmup_steps: int = 0  # L_ind is off before this step (the heads learn their own labels first)
     independence_weights: dict[str, float] = field(default_factory=dict)  # per-label factors on L_ind's terms, e.g. {identity: 3}
     independence_pair_weights: dict[str, float] = field(default_factory=dict)  # factors on single L_ind terms "subspace/label", e.g. {others/pose: 10}
+    independence_unwhitened_pairs: dict[str, float] = field(default_factory=dict)  # L_ind terms "subspace/label" added again unwhitened, with these factors (see independence_loss)
     # Short CPU schedules: with lambda_rec = 100, reconstruction drives the encoder so hard
     # that the prediction heads stay at chance for hundreds of steps (measured: L_cls flat at
     # its chance value over 60 steps with L_rec, falling without it). These two knobs temper
@@ -666,7 +686,7 @@ def ufe_losses(
         whitening = None
         if cfg.independence_whiten and kept is not None:
             whitening = {n: whitening_matrix(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
-        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights, cfg.independence_pair_weights)
+        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights, cfg.independence_pair_weights, cfg.independence_unwhitened_pairs)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
