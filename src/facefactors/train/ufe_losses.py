@@ -321,7 +321,9 @@ def independence_loss(
     whitening weighs a shift of the class means in the feature's directions of largest variance
     least, and that is where the Euclidean silhouette of Fig. 2 finds it (measured: 0.34-0.44 of
     "others"' pose shift lies in its 5 leading directions, 0.02-0.04 of the whitened shift; the
-    "others"/pose term x10 left that part in place, docs/results.md "Where the shift lies")."""
+    "others"/pose term x10 left that part in place, docs/results.md "Where the shift lies").
+    Tried as {"others/pose": 100} at standard, one seed: that part stayed in place too, and the
+    identity silhouette fell; off in every preset."""
     # Samples that carry a label: all of a batch for the labels of its data set. Labels with
     # the same carriers share the feature kernels, so each group is one batched computation.
     groups: dict[bytes, list[str]] = {}
