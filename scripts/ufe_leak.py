@@ -74,8 +74,8 @@ def shift_in_leading_directions(f: np.ndarray, y: np.ndarray, eps: float, leadin
     return [(k, float(along[:k].sum() / along.sum()), float(whitened[:k].sum() / whitened.sum())) for k in leading if k < len(variance)]
 
 
-def push_on_means(f: np.ndarray, y: np.ndarray, eps: float, bands: tuple[int, ...] = (5, 20)) -> dict[str, list[float]]:
-    """{"whitened", "unwhitened"}: for the pair's ``dependence`` term with and without the
+def push_on_means(f: np.ndarray, y: np.ndarray, eps: float, bands: tuple[int, ...] = (5, 20)) -> tuple[str, dict[str, list[float]]]:
+    """(the bands' names, e.g. "1-5 / 6-20 / 21-128", {"whitened", "unwhitened"}): for the pair's ``dependence`` term with and without the
     whitening (of these samples, ridge ``eps``), the norm of its gradient's class-mean part (sqrt of
     sum_c p_c |g_c - g|^2, g_c the mean gradient of class c's samples) in the principal directions
     0..bands[0], bands[0]..bands[1], ... and the rest: how hard a unit of its weight moves the
@@ -92,7 +92,7 @@ def push_on_means(f: np.ndarray, y: np.ndarray, eps: float, bands: tuple[int, ..
         grad = x.grad.numpy() @ directions  # in principal coordinates
         part = sum((y == c).mean() * (grad[y == c].mean(0) - grad.mean(0)) ** 2 for c in np.unique(y))
         out[name] = [float(np.sqrt(part[a:b].sum())) for a, b in zip(edges[:-1], edges[1:])]
-    return out
+    return " / ".join(f"{a + 1}-{b}" for a, b in zip(edges[:-1], edges[1:])), out
 
 
 def main() -> None:
@@ -134,9 +134,7 @@ def main() -> None:
     print(f"the {args.label} means' scatter in the {args.feature} feature's leading principal directions (unweighted / whitened, as L_ind sees it):")
     for k, raw, whitened in shift_in_leading_directions(f, y, args.eps):
         print(f"  leading {k:3d}: {raw:.2f} / {whitened:.2f}")
-    pushes = push_on_means(f, y, args.eps)
-    edges = [0, *(b for b in (5, 20) if b < f.shape[1]), f.shape[1]]
-    bands = " / ".join(f"{a + 1}-{b}" for a, b in zip(edges[:-1], edges[1:]))
+    bands, pushes = push_on_means(f, y, args.eps)
     print(f"push of L_ind's {args.feature}/{args.label} term on those means (per unit weight) in the principal directions {bands}:")
     for name, values in pushes.items():
         print(f"  {name:10s}: " + " / ".join(f"{v:.2e}" for v in values))
