@@ -214,3 +214,34 @@ def test_ufe_leak_locates_a_shift_among_principal_directions_and_centres_the_wit
     # mostly along the leading one when not (measured: 0.06 / 0.68 of the push in directions 1-5).
     share = {form: leading / (leading + rest) for form, (leading, rest) in pushes["shift"].items()}
     assert share["whitened"] < 0.2 and share["unwhitened"] > 0.5, share
+
+
+def test_ufe_training_features_encodes_the_run_s_own_training_images(tmp_path):
+    import torch
+
+    from facefactors.cli.main import main
+    from facefactors.config import load_saved_config
+    from facefactors.metrics.features import load_features
+    from facefactors.train.ufe import UFETrainConfig, load_ufe
+    from facefactors.train.ufe_data import render_world_set, world_a_config
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", "data.labelled=[identity, expression]"])
+    script = str(ROOT / "scripts" / "ufe_training_features.py")
+    subprocess.run([sys.executable, script, str(tmp_path / "run"), "--n", "10", "--seed", "3"], capture_output=True, text=True, check=True)
+    written = load_features(tmp_path / "run" / "training_features.npz")
+    # the reference: the same draw from the training split rendered here, encoded by the saved model
+    cfg = load_saved_config(UFETrainConfig, tmp_path / "run" / "config.yaml")
+    d = cfg.data
+    train = render_world_set(world_a_config(d, cfg.model.image_size), "train", d.train_identities, d.images_per_identity, "", False)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(3))[:10].sort().values
+    with torch.no_grad():
+        expected = load_ufe(tmp_path / "run").encode(train.batch(idx)["image"])
+    for name, f in expected.items():
+        np.testing.assert_allclose(written.features[name], f.numpy(), atol=1e-6)
+    # every factor labelled, also those the run trained without (pose, lighting)
+    for factor in ("identity", "pose", "lighting"):
+        np.testing.assert_array_equal(written.labels[factor], train.labels[factor][idx].numpy())
+    res = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--n", "1000"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--n 1000: the run's training set has 24 images; ask for 2 to 24" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert res.returncode == 2 and "config.yaml" in res.stderr and "Traceback" not in res.stderr

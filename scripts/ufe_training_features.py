@@ -1,0 +1,60 @@
+"""A UFE run's features on images of its own training identities, in the features.npz format that
+``scripts/ufe_leak.py`` and ``facefactors evaluate`` read: what the losses achieved on the people
+they saw, next to the held-out identities' ``features.npz`` that the train command writes.
+
+    python scripts/ufe_training_features.py runs/X --n 800            # writes runs/X/training_features.npz
+    python scripts/ufe_leak.py runs/X/training_features.npz --feature others --label pose --within camera
+
+A leak that is smaller on the training identities than on the held-out ones is one the encoder
+removed where its losses act and did not generalise to new people: pressing harder on the
+training batches (a larger L_ind weight) cannot reach it; more training identities can.
+
+The images are ``--n`` drawn at random (``--seed``) from the run's training set, rendered from
+the world with the run's own config.yaml, every factor labelled (also those the run trained
+without), so the two files are read alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from facefactors.config import load_saved_config
+from facefactors.experiments import ufe_eval as ev
+from facefactors.train.ufe import UFETrainConfig, load_ufe
+from facefactors.train.ufe_data import render_world_set, world_a_config
+from facefactors.utils.errors import UserError
+
+
+def training_features(run: str | Path, n: int = 800, seed: int = 0, out: str | Path | None = None, progress: bool = True) -> Path:
+    """Encode ``n`` random images of ``run``'s training identities; returns the written file."""
+    run = Path(run)
+    cfg = load_saved_config(UFETrainConfig, run / "config.yaml")
+    model = load_ufe(run)
+    d = cfg.data
+    train = render_world_set(world_a_config(d, cfg.model.image_size), "train", d.train_identities, d.images_per_identity, d.cache, progress)
+    if n < 2 or n > len(train):
+        raise UserError(f"--n {n}: the run's training set has {len(train)} images; ask for 2 to {len(train)}")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    subset = train.subset(idx)
+    return ev.write_features(out or run / "training_features.npz", ev.encode_set(model, subset), subset)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a UFE run directory (config.yaml, description.json, weights.safetensors)")
+    parser.add_argument("--n", type=int, default=800, help="images to encode (the standard preset's held-out set has 800)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="default: RUN/training_features.npz")
+    args = parser.parse_args()
+    try:
+        path = training_features(args.run, args.n, args.seed, args.out)
+    except UserError as e:
+        parser.error(str(e))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
