@@ -10,7 +10,8 @@ and the whitened between-class scatter as a share of the whitened total (chance 
 (classes - 1) / (n - 1)) for the ridge L_ind uses, without and with ``loss.whiten_std_floor``.
 
 Then the silhouette of the label on the feature (Euclidean, as in the matrices of Fig. 2) and
-the same silhouette once each class is moved to the common mean: a positive silhouette that
+the same silhouette once each class is moved to the common mean (and, for scale, the silhouette of
+the label shuffled over the samples): a positive silhouette that
 falls to zero or below is held by a shift of the class means alone, which L_ind (a linear
 kernel: the between-class scatter) and the weak classifier both see; one that stays positive is
 held by the classes' shapes (one class tighter than another), which neither sees. With
@@ -95,6 +96,18 @@ def push_on_means(f: np.ndarray, y: np.ndarray, eps: float, bands: tuple[int, ..
     return " / ".join(f"{a + 1}-{b}" for a, b in zip(edges[:-1], edges[1:])), out
 
 
+SHUFFLES = 30
+
+
+def shuffled_silhouette(f: np.ndarray, y: np.ndarray, draws: int = SHUFFLES, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, sd, largest) silhouette of ``y`` shuffled over the rows of ``f``: what a feature
+    holding none of the label scores on these samples by chance, the scale against which a small
+    positive silhouette counts."""
+    rng = np.random.default_rng(seed)
+    values = np.array([silhouette_score(f, rng.permutation(y)) for _ in range(draws)])
+    return float(values.mean()), float(values.std()), float(values.max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("features", help="features.npz of a world_a experiment")
@@ -123,6 +136,8 @@ def main() -> None:
         print(f"  std_floor {floor:g}: between {b:.2f} of {t:.1f} ({b / t:.3f})")
     # every class moved to one point (the silhouette does not depend on which)
     print(f"silhouette of {args.label} on the {args.feature} feature: {silhouette_score(f, y):+.4f}; with the class means removed: {silhouette_score(within_class_residual(f, y), y):+.4f}")
+    mean, sd, top = shuffled_silhouette(f, y)
+    print(f"  with the labels shuffled ({SHUFFLES} draws): mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f}")
     if within is not None:
         for c in np.unique(within):
             k = within == c

@@ -173,6 +173,8 @@ def test_ufe_leak_tells_a_shift_of_class_means_from_a_difference_of_shapes(tmp_p
         out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "others", "--label", "pose", "--within", "camera"], capture_output=True, text=True, check=True).stdout
         whole, removed = (float(v) for v in re.search(r"on the others feature: ([-+0-9.]+); with the class means removed: ([-+0-9.]+)", out).groups())
         inside = [float(v) for v in re.findall(r"inside camera \d \(200 samples\): ([-+0-9.]+)", out)]
+        mean, sd, top = (float(v) for v in re.search(r"labels shuffled \(30 draws\): mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)", out).groups())
+        assert abs(mean) < 0.003 and 0 < sd < 0.003 and top < whole  # no class structure once shuffled; both real ones stand above it
         silhouettes[name] = whole, removed, inside
     whole, removed, inside = silhouettes["shift"]
     assert whole > 0.005 and removed < 0.0 and len(inside) == 2 and min(inside) > 0.005  # the shift holds it, in each camera
