@@ -6,7 +6,7 @@ entry), asked against the spread of several seeds of the full model instead of o
 
 Each argument is a run folder (or its ``features.npz``, or a metrics.json holding the matrices)
 of ``facefactors ufe train`` or ``ufe experiment world_a``: features of the held-out
-identities. The matrices of Fig. 2 are read from the folder's metrics.json (``held_out_matrices``
+identities; any other features file (``scripts/ufe_training_features.py``'s) is read itself. The matrices of Fig. 2 are read from the folder's metrics.json (``held_out_matrices``
 of ``ufe train``, the matrices of ``world_a``) or computed from the features as the experiments
 do. For every entry (x = feature, y = label) it prints the run's
 value and the references' range, and marks the entry **worse** when it lies outside that range
@@ -34,10 +34,12 @@ def matrices(path: str) -> dict:
     """{"weak_classifier": ..., "silhouette": ...} of one run, in the layout of
     :func:`facefactors.experiments.ufe.evaluate_matrices`."""
     given = Path(path)
-    metrics = given if given.suffix == ".json" else (given if given.is_dir() else given.parent) / "metrics.json"
+    # A run's own features.npz stands for its folder (the stored matrices are computed from it);
+    # any other .npz (e.g. scripts/ufe_training_features.py's) is read itself.
+    metrics = given if given.suffix == ".json" else given / "metrics.json" if given.is_dir() else given.parent / "metrics.json" if given.name == "features.npz" else None
     if given.suffix == ".json" and not given.is_file():
         raise UserError(f"{given}: no such file; pass a run folder, its features.npz or a metrics.json")
-    if metrics.is_file():
+    if metrics is not None and metrics.is_file():
         try:
             stored = json.loads(metrics.read_text())
         except (OSError, ValueError) as e:

@@ -132,6 +132,13 @@ def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
         (tmp_path / name / "metrics.json").write_text(json.dumps({"held_out": {}, "held_out_matrices": {"weak_classifier": w, "silhouette": sil}}))
     out = subprocess.run([sys.executable, script, str(tmp_path / "run"), str(tmp_path / "a"), str(tmp_path / "b" / "metrics.json")], capture_output=True, text=True, check=True).stdout
     assert "1 of 4 entries worse" in out and "worse  weak others -> identity (x chance): 8.0000 (references 5.0000 .. 6.0000)" in out
+    # another .npz in a run folder (scripts/ufe_training_features.py's) is read itself, not the folder's stored matrices
+    rng = np.random.default_rng(0)
+    identity = np.repeat(np.arange(10), 12)
+    np.savez(tmp_path / "run" / "training_features.npz", **{"features/identity": np.eye(10)[identity] + 0.05 * rng.standard_normal((120, 10)), "features/others": rng.standard_normal((120, 10)), "labels/identity": identity})
+    own = subprocess.run([sys.executable, script, str(tmp_path / "run" / "training_features.npz"), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout
+    others = float(re.search(r"weak others -> identity \(x chance\): ([0-9.]+)", own).group(1))
+    assert others < 3.0 and "0 of 4 entries worse" in own, own  # random "others": near chance, not the stored 8x
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
     (tmp_path / "other.json").write_text('{"held_out": {}}')
