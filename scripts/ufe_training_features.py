@@ -4,12 +4,15 @@ they saw, next to the held-out identities' ``features.npz`` that the train comma
 
     python scripts/ufe_training_features.py runs/X --n 800            # writes runs/X/training_features.npz
     python scripts/ufe_leak.py runs/X/training_features.npz --feature others --label pose --within camera
+    python scripts/ufe_training_features.py runs/X --people 40 --per-person 20   # laid out as the held-out set
+    python scripts/ufe_compare.py runs/X/training_features.npz runs/X             # its matrices against the held-out ones
 
 A leak that is smaller on the training identities than on the held-out ones is one the encoder
 removed where its losses act and did not generalise to new people: pressing harder on the
 training batches (a larger L_ind weight) cannot reach it; more training identities can.
 
-The images are ``--n`` drawn at random (``--seed``) from the run's training set, rendered from
+The images are ``--n`` drawn at random (``--seed``) from the run's training set (or ``--people``
+random people with ``--per-person`` random images each), rendered from
 the world with the run's own config.yaml, every factor labelled (also those the run trained
 without), so the two files are read alike.
 """
@@ -28,16 +31,25 @@ from facefactors.train.ufe_data import render_world_set, world_a_config
 from facefactors.utils.errors import UserError
 
 
-def training_features(run: str | Path, n: int = 800, seed: int = 0, out: str | Path | None = None, progress: bool = True) -> Path:
-    """Encode ``n`` random images of ``run``'s training identities; returns the written file."""
+def training_features(run: str | Path, n: int = 800, seed: int = 0, out: str | Path | None = None, progress: bool = True, people: int = 0, per_person: int = 20) -> Path:
+    """Encode ``n`` random images of ``run``'s training identities, or with ``people`` > 0 that
+    many random people with ``per_person`` random images each (the layout of the held-out set,
+    so that identity is read from the features alike); returns the written file."""
     run = Path(run)
     cfg = load_saved_config(UFETrainConfig, run / "config.yaml")
     model = load_ufe(run)
     d = cfg.data
+    if people and not (2 <= people <= d.train_identities and 1 <= per_person <= d.images_per_identity):
+        raise UserError(f"--people {people} --per-person {per_person}: the run trained on {d.train_identities} people with {d.images_per_identity} images each; ask for 2 to {d.train_identities} people and 1 to {d.images_per_identity} images")
     train = render_world_set(world_a_config(d, cfg.model.image_size), "train", d.train_identities, d.images_per_identity, d.cache, progress)
-    if n < 2 or n > len(train):
-        raise UserError(f"--n {n}: the run's training set has {len(train)} images; ask for 2 to {len(train)}")
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    generator = torch.Generator().manual_seed(seed)
+    if people:  # image j of the set is person j // images_per_identity's
+        chosen = torch.randperm(d.train_identities, generator=generator)[:people]
+        idx = torch.cat([p * d.images_per_identity + torch.randperm(d.images_per_identity, generator=generator)[:per_person] for p in chosen.tolist()]).sort().values
+    else:
+        if n < 2 or n > len(train):
+            raise UserError(f"--n {n}: the run's training set has {len(train)} images; ask for 2 to {len(train)}")
+        idx = torch.randperm(len(train), generator=generator)[:n].sort().values
     subset = train.subset(idx)
     return ev.write_features(out or run / "training_features.npz", ev.encode_set(model, subset), subset)
 
@@ -46,11 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a UFE run directory (config.yaml, description.json, weights.safetensors)")
     parser.add_argument("--n", type=int, default=800, help="images to encode (the standard preset's held-out set has 800)")
+    parser.add_argument("--people", type=int, default=0, help="instead of --n: this many random people (the standard held-out set has 40) ...")
+    parser.add_argument("--per-person", type=int, default=20, help="... with this many random images each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="default: RUN/training_features.npz")
     args = parser.parse_args()
     try:
-        path = training_features(args.run, args.n, args.seed, args.out)
+        path = training_features(args.run, args.n, args.seed, args.out, people=args.people, per_person=args.per_person)
     except UserError as e:
         parser.error(str(e))
     print(f"wrote {path}")

@@ -252,5 +252,11 @@ def test_ufe_training_features_encodes_the_run_s_own_training_images(tmp_path):
         np.testing.assert_array_equal(written.labels[factor], train.labels[factor][idx].numpy())
     res = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--n", "1000"], capture_output=True, text=True)
     assert res.returncode == 2 and "--n 1000: the run's training set has 24 images; ask for 2 to 24" in res.stderr and "Traceback" not in res.stderr
+    # by people: 3 random people, 2 of their 4 images each
+    subprocess.run([sys.executable, script, str(tmp_path / "run"), "--people", "3", "--per-person", "2", "--out", str(tmp_path / "people.npz")], capture_output=True, text=True, check=True)
+    people = load_features(tmp_path / "people.npz").labels["identity"]
+    assert len(people) == 6 and len(np.unique(people)) == 3 and (np.bincount(people)[np.unique(people)] == 2).all()
+    res = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--people", "3", "--per-person", "5"], capture_output=True, text=True)
+    assert res.returncode == 2 and "the run trained on 6 people with 4 images each" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)
     assert res.returncode == 2 and "config.yaml" in res.stderr and "Traceback" not in res.stderr
