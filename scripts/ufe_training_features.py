@@ -7,9 +7,11 @@ they saw, next to the held-out identities' ``features.npz`` that the train comma
     python scripts/ufe_training_features.py runs/X --people 40 --per-person 20   # laid out as the held-out set
     python scripts/ufe_compare.py runs/X/training_features.npz runs/X             # its matrices against the held-out ones
 
-A leak that is smaller on the training identities than on the held-out ones is one the encoder
-removed where its losses act and did not generalise to new people: pressing harder on the
-training batches (a larger L_ind weight) cannot reach it; more training identities can.
+A leak (or a silhouette) that differs between the two is one the encoder fits to the people its
+losses act on and not to new people: pressing harder on training batches (a larger L_ind
+weight) acts where there is less of it. Silhouettes depend on how many images of each person a
+sample holds, so compare like with like: ``--people 40 --per-person 20`` is the standard
+preset's held-out layout.
 
 The images are ``--n`` drawn at random (``--seed``) from the run's training set (or ``--people``
 random people with ``--per-person`` random images each), rendered from

@@ -323,9 +323,10 @@ def independence_loss(
     "others"' pose shift lies in its 5 leading directions, 0.02-0.04 of the whitened shift; the
     "others"/pose term x10 left that part in place, docs/results.md "Where the shift lies").
     Tried as {"others/pose": 100} at standard, one seed: that part stayed in place too, and the
-    identity silhouette fell; off in every preset. On the training people the shift is at
-    chance already (scripts/ufe_training_features.py): what is left on held-out people is a
-    generalisation gap, which no weight on a training-batch loss reaches."""
+    identity silhouette fell; off in every preset. On the training people the silhouette is at
+    the edge of what shuffled labels score, on held-out people above it, and 900 training people
+    instead of 300 left the held-out value unchanged (scripts/ufe_training_features.py,
+    docs/results.md "A shift of the poses' means")."""
     # Samples that carry a label: all of a batch for the labels of its data set. Labels with
     # the same carriers share the feature kernels, so each group is one batched computation.
     groups: dict[bytes, list[str]] = {}
