@@ -43,14 +43,15 @@ def training_features(run: str | Path, n: int = 800, seed: int = 0, out: str | P
     d = cfg.data
     if people and not (2 <= people <= d.train_identities and 1 <= per_person <= d.images_per_identity):
         raise UserError(f"--people {people} --per-person {per_person}: the run trained on {d.train_identities} people with {d.images_per_identity} images each; ask for 2 to {d.train_identities} people and 1 to {d.images_per_identity} images")
+    size = d.train_identities * d.images_per_identity
+    if not people and not 2 <= n <= size:  # checked before minutes of rendering
+        raise UserError(f"--n {n}: the run's training set has {size} images; ask for 2 to {size}")
     train = render_world_set(world_a_config(d, cfg.model.image_size), "train", d.train_identities, d.images_per_identity, d.cache, progress)
     generator = torch.Generator().manual_seed(seed)
     if people:  # image j of the set is person j // images_per_identity's
         chosen = torch.randperm(d.train_identities, generator=generator)[:people]
         idx = torch.cat([p * d.images_per_identity + torch.randperm(d.images_per_identity, generator=generator)[:per_person] for p in chosen.tolist()]).sort().values
     else:
-        if n < 2 or n > len(train):
-            raise UserError(f"--n {n}: the run's training set has {len(train)} images; ask for 2 to {len(train)}")
         idx = torch.randperm(len(train), generator=generator)[:n].sort().values
     subset = train.subset(idx)
     return ev.write_features(out or run / "training_features.npz", ev.encode_set(model, subset), subset)
