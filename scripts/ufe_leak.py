@@ -28,6 +28,15 @@ presses on least in proportion. And how hard each form of the pair's L_ind term 
 whitened and unwhitened, on the whole set, the whitening from the same samples) pushes on the class
 means there: the size of its gradient's class-mean part in the 5 leading directions, the next 15
 and the rest, per unit of the term's weight.
+
+Where the file holds identities, two more lines test whether the shift is one that a fixed linear
+map could take out (a linear concept eraser: the class means' directions projected out). The label
+shuffled inside each person (each person keeps its share of each class): what the people's uneven
+shares alone give through a feature that tells people apart. And the class means' directions of
+half the people removed from the other half (10 random halvings): the share of the other half's
+means' scatter that lies along them and its silhouette before and after. With ``--erase-from
+OTHER.npz`` (e.g. the run's training people, ``scripts/ufe_training_features.py``) the same with
+the directions of OTHER's class means.
 """
 
 from __future__ import annotations
@@ -108,6 +117,54 @@ def shuffled_silhouette(f: np.ndarray, y: np.ndarray, draws: int = SHUFFLES, see
     return float(values.mean()), float(values.std()), float(values.max())
 
 
+def shuffled_within_groups_silhouette(f: np.ndarray, y: np.ndarray, groups: np.ndarray, draws: int = SHUFFLES, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, sd, largest) silhouette of ``y`` shuffled inside each group (each group keeps its
+    count of every class): the null of a feature that holds the groups but not the label."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    values = []
+    for _ in range(draws):
+        shuffled = y.copy()
+        for i in members:
+            shuffled[i] = rng.permutation(y[i])
+        values.append(silhouette_score(f, shuffled))
+    values = np.array(values)
+    return float(values.mean()), float(values.std()), float(values.max())
+
+
+def mean_directions(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(D, C-1) orthonormal basis of the span of the class means less the overall mean."""
+    means = np.stack([f[y == c].mean(0) for c in np.unique(y)]) - f.mean(0)
+    u, s, _ = np.linalg.svd(means.T, full_matrices=False)
+    return u[:, s > 1e-9 * max(s.max(), 1e-300)][:, : len(means) - 1]
+
+
+def erased(f: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """``f`` with its component along ``basis`` (orthonormal columns) removed: the linear eraser."""
+    return f - (f - f.mean(0)) @ basis @ basis.T
+
+
+def share_along(f: np.ndarray, y: np.ndarray, basis: np.ndarray) -> float:
+    """The share of the class means' scatter of (f, y) that lies in the span of ``basis``."""
+    B = between_scatter(f, y)
+    return float(np.trace(basis.T @ B @ basis) / max(np.trace(B), 1e-300))
+
+
+def transfer_across_people(f: np.ndarray, y: np.ndarray, people: np.ndarray, splits: int = 10, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over ``splits`` random halvings of the people of (the share of half B's class-means'
+    scatter along half A's class-means' directions, B's silhouette, B's silhouette with A's
+    directions removed): whether one fixed linear eraser fitted on some people serves others."""
+    rng = np.random.default_rng(seed)
+    who = np.unique(people)
+    rows = []
+    for _ in range(splits):
+        a = np.isin(people, rng.permutation(who)[: len(who) // 2])
+        b = ~a
+        basis = mean_directions(f[a], y[a])
+        rows.append((share_along(f[b], y[b], basis), silhouette_score(f[b], y[b]), silhouette_score(erased(f[b], basis), y[b])))
+    return tuple(float(v) for v in np.mean(rows, 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("features", help="features.npz of a world_a experiment")
@@ -116,11 +173,16 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="the whitening's ridge (loss.whiten_eps)")
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
     parser.add_argument("--within", default=None, help="also the silhouette inside each class of this label (e.g. camera)")
+    parser.add_argument("--erase-from", default=None, help="another features file: its class means' directions removed from these features")
     args = parser.parse_args()
     try:  # a run's features.npz or its folder; one-line errors naming the file and the fix
         features = load_features(args.features)
         f, y = features.pair(args.feature, args.label)
         within = features.pair(args.feature, args.within)[1] if args.within else None
+        people = features.labels.get("identity") if args.label != "identity" else None
+        other = load_features(args.erase_from).pair(args.feature, args.label) if args.erase_from else None
+        if other is not None and other[0].shape[1] != f.shape[1]:
+            raise UserError(f"{args.erase_from} holds {args.feature} features of {other[0].shape[1]} dimensions, {args.features} of {f.shape[1]}; give features of the same model")
     except UserError as e:
         parser.error(str(e))
     print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")
@@ -138,6 +200,16 @@ def main() -> None:
     print(f"silhouette of {args.label} on the {args.feature} feature: {silhouette_score(f, y):+.4f}; with the class means removed: {silhouette_score(within_class_residual(f, y), y):+.4f}")
     mean, sd, top = shuffled_silhouette(f, y)
     print(f"  with the labels shuffled ({SHUFFLES} draws): mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f}")
+    if people is not None:
+        mean, sd, top = shuffled_within_groups_silhouette(f, y, people)
+        print(f"  shuffled inside each identity ({SHUFFLES} draws): mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f}")
+        share, before, after = transfer_across_people(f, y, people)
+        print(f"  the class means' directions of half the identities removed from the other half (10 halvings): "
+              f"share of its means' scatter along them {share:.2f}; its silhouette {before:+.4f} -> {after:+.4f}")
+    if other is not None:
+        basis = mean_directions(*other)
+        print(f"  the class means' directions of {args.erase_from} removed: share of these means' scatter along them "
+              f"{share_along(f, y, basis):.2f}; silhouette {silhouette_score(f, y):+.4f} -> {silhouette_score(erased(f, basis), y):+.4f}")
     if within is not None:
         for c in np.unique(within):
             k = within == c

@@ -260,3 +260,41 @@ def test_ufe_training_features_encodes_the_run_s_own_training_images(tmp_path):
     assert res.returncode == 2 and "the run trained on 6 people with 4 images each" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)
     assert res.returncode == 2 and "config.yaml" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ufe_leak_tells_a_shift_shared_by_the_people_from_one_each_person_makes_their_own_way(tmp_path):
+    # 40 people x 20 images, 16 coordinates: each person's own mean (spread 0.5) plus noise (0.5).
+    # "shared": pose 1 moved by 1 along coordinate 0 for everyone; "own": each person's pose 1
+    # moved by 1 along a direction of its own. Both hold pose; only the first is one direction.
+    rng = np.random.default_rng(0)
+    people, per = 40, 20
+    person = np.repeat(np.arange(people), per)
+    pose = rng.integers(0, 2, people * per)
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    results = {}
+    for name in ("shared", "own"):
+        f = 0.5 * rng.standard_normal((people, 16))[person] + 0.5 * rng.standard_normal((people * per, 16))
+        if name == "shared":
+            f[:, 0] += pose
+        else:
+            ways = rng.standard_normal((people, 16))
+            f += pose[:, None] * (ways / np.linalg.norm(ways, axis=1, keepdims=True))[person]
+        np.savez(tmp_path / f"{name}.npz", **{"features/others": f, "labels/pose": pose, "labels/identity": person})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "others", "--label", "pose",
+                              "--erase-from", str(tmp_path / "shared.npz")], capture_output=True, text=True, check=True).stdout
+        whole = float(re.search(r"on the others feature: ([-+0-9.]+);", out).group(1))
+        top = float(re.search(r"shuffled inside each identity \(30 draws\): mean [-+0-9.]+, sd [0-9.]+, largest ([-+0-9.]+)", out).group(1))
+        share, before, after = (float(v) for v in re.search(r"along them ([0-9.]+); its silhouette ([-+0-9.]+) -> ([-+0-9.]+)", out).groups())
+        erase_share, _, erased = (float(v) for v in re.search(r"shared.npz removed: share of these means' scatter along them ([0-9.]+); silhouette ([-+0-9.]+) -> ([-+0-9.]+)", out).groups())
+        results[name] = whole, top, share, before, after, erase_share, erased
+    whole, top, share, before, after, erase_share, erased = results["shared"]  # measured: 0.026, 0.0005, 0.88, 0.024, 0.001, 1.0, -0.001
+    assert whole > 10 * top  # the people's uneven shares of the two poses do not make it
+    assert share > 0.8 and after < 0.2 * before and erase_share > 0.99 and erased < 0
+    # each person's own direction: what one half's means share with the other's is chance (about
+    # 1 / 16), and the shared direction fitted in the other file holds none of it (measured 0.14, 0.0)
+    _, _, share, _, _, erase_share, _ = results["own"]
+    assert share < 0.3 and erase_share < 0.1
+    bad = tmp_path / "narrow.npz"
+    np.savez(bad, **{"features/others": np.zeros((4, 3)), "labels/pose": np.array([0, 1, 0, 1])})
+    failed = subprocess.run([sys.executable, script, str(tmp_path / "own.npz"), "--feature", "others", "--label", "pose", "--erase-from", str(bad)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "3 dimensions" in failed.stderr and "Traceback" not in failed.stderr

@@ -41,6 +41,7 @@ from facefactors.train.ufe_data import (
     AlternatingBatches,
     FaceTensorSet,
     GroupedBatches,
+    render_twins,
     render_world_set,
     world_a_config,
     world_set_index,
@@ -82,6 +83,8 @@ def world_a_sets(cfg: UFETrainConfig, progress: bool = True) -> tuple[FaceTensor
     d = cfg.data
     wcfg = world_a_config(d, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)
+    if d.twins:  # rendered before restrict: the twins need every label of the world
+        train.twins = render_twins(wcfg, train, d.twins, d.cache, progress, seed=d.world_seed)
     test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, d.cache, progress)
     return train.restrict(d.labelled, "world-a"), test
 

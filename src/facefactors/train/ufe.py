@@ -58,6 +58,9 @@ class UFEDataConfig:
     second_set: str = ""  # "" or "world_b": alternate batches with a label-disjoint set (sec. 4.7)
     second_labelled: list[str] = field(default_factory=lambda: ["age", "gender", "eyeglasses"])  # world B labels
     cache: str = "runs/cache"  # rendered sets are cached here (keyed by the data config); "" = no cache
+    # "" or a factor (pose, expression, lighting): world A's training images come with twins that
+    # differ in that factor alone (render_twins), for L_twin (loss.twin; not in the paper)
+    twins: str = ""
 
 
 @dataclass
@@ -108,6 +111,16 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"{' and '.join(wants)} {verb} recent batches: set --set loss.history=16 (the presets' value), or switch it off")
 
 
+def check_twins(cfg: UFETrainConfig) -> None:
+    """L_twin needs twins to compare, and twins without L_twin would only cost rendering."""
+    if cfg.loss.twin < 0:
+        raise UserError(f"loss.twin ({cfg.loss.twin}) must be >= 0 (0 = off)")
+    if cfg.loss.twin > 0 and not cfg.data.twins:
+        raise UserError("loss.twin > 0 needs twins to compare: add --set data.twins=pose (or expression, lighting), or set loss.twin=0")
+    if cfg.data.twins and cfg.loss.twin == 0:
+        raise UserError(f"data.twins={cfg.data.twins} renders twins that only loss.twin uses: set loss.twin (e.g. 10), or data.twins=''")
+
+
 class UFERecipe(L.LightningModule):
     """L_full (eq. 6) on batches ``{"image", "labels", "index"}``."""
 
@@ -123,6 +136,7 @@ class UFERecipe(L.LightningModule):
         self.run = run
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed)
         check_loss_options(cfg.loss)
+        check_twins(cfg)
         check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
         for option in ("con_weights", "con_positive_weights", "independence_weights"):
             unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
@@ -160,7 +174,8 @@ class UFERecipe(L.LightningModule):
         rec_grad = rec_to_encoder(step, self.cfg.loss)
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
-        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history, self.perceptual)
+        total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history, self.perceptual,
+                                  batch.get("twin"), self.cfg.data.twins)
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)
@@ -204,6 +219,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
 
     ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
     check_loss_options(cfg.loss)  # before the run directory is written
+    check_twins(cfg)
     check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")

@@ -36,6 +36,7 @@ class FaceTensorSet:
     description: DatasetDescription
     index: torch.Tensor | None = None  # (N,) world sample index (with labels["identity"] it regenerates the params)
     split: str = "train"  # world split the images come from
+    twins: torch.Tensor | None = None  # (N, 3, H, W) like images: each image with one factor changed (render_twins)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -43,8 +44,10 @@ class FaceTensorSet:
     def batch(self, idx) -> dict:
         idx = torch.as_tensor(idx, dtype=torch.long)
         img = self.images[idx]
-        img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
-        return {"image": img, "labels": {k: v[idx] for k, v in self.labels.items()}, "index": idx}
+        out = {"image": _as_float(img), "labels": {k: v[idx] for k, v in self.labels.items()}, "index": idx}
+        if self.twins is not None:
+            out["twin"] = _as_float(self.twins[idx])
+        return out
 
     def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> FaceTensorSet:
         """The same images with only ``labelled`` factors carrying labels (others set missing)."""
@@ -55,12 +58,17 @@ class FaceTensorSet:
                 labels[k] = v
             else:
                 labels[k] = torch.full_like(v, -1) if not v.is_floating_point() else torch.full_like(v, float("nan"))
-        return FaceTensorSet(self.images, labels, desc, self.index, self.split)
+        return FaceTensorSet(self.images, labels, desc, self.index, self.split, self.twins)
 
     def subset(self, idx) -> FaceTensorSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         index = None if self.index is None else self.index[idx]
-        return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description, index, self.split)
+        twins = None if self.twins is None else self.twins[idx]
+        return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description, index, self.split, twins)
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 class GroupedBatches(IterableDataset):
@@ -217,3 +225,63 @@ def render_world_set(
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return out
+
+
+# The factors a twin can change, each with the label that names its class.
+TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting"}
+
+
+def render_twins(
+    world_config,  # the WorldConfig the set was rendered with
+    data: FaceTensorSet,  # a set from render_world_set (its index and identity labels regenerate each image)
+    factor: str,  # the factor each twin changes: a key of TWIN_FACTORS
+    cache: str | Path = "",  # folder for a cached copy ("" = none)
+    progress: bool = True,
+    chunk: int = 64,
+    seed: int = 0,  # which other class each twin takes
+) -> torch.Tensor:
+    """Counterfactual twins (not in the UFE paper): every image of ``data`` rendered again with
+    ``factor`` forced to another class of its label, drawn at random, and every other draw of the
+    world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
+    twin keeps even the factor's own jitter). A twin differs from its image in that factor alone:
+    whatever another subspace's feature changes between the two is that factor leaking into it,
+    which ``twin_loss`` (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
+    from facefactors.data.progress import progress_bar
+    from facefactors.world.world import FaceWorld
+
+    if factor not in TWIN_FACTORS:
+        raise ConfigError(f"data.twins must be '' or one of {sorted(TWIN_FACTORS)}, got {factor!r}")
+    label = TWIN_FACTORS[factor]
+    if data.index is None or "identity" not in data.labels or label not in data.labels:
+        raise ConfigError(f"twins need a world set with its sample index and {label!r} / 'identity' labels (render_world_set's, before restrict)")
+    classes = data.description[label].num_classes
+    if classes < 2:
+        raise ConfigError(f"{label!r} has {classes} class in this world; a twin needs another one")
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), factor, seed], default=str).encode()).hexdigest()[:16]
+    path = Path(cache) / f"twins_{factor}_{data.split}_{len(data)}_{world_config.image_size}_{key}.npy" if cache else None
+    if path is not None and path.is_file():
+        try:
+            twins = torch.from_numpy(np.load(path))
+            if twins.shape == data.images.shape:
+                return twins
+        except (OSError, ValueError):
+            pass  # a damaged cache is simply re-rendered
+    world = FaceWorld(world_config)
+    own = data.labels[label].long()
+    other = (own + 1 + torch.randint(0, classes - 1, own.shape, generator=torch.Generator().manual_seed(seed))) % classes
+    images = []
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"rendering {factor} twins", total=len(data))
+        for s in range(0, len(data), chunk):
+            index = data.index[s : s + chunk]
+            p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
+            p = p.replace(**world.draw_factor(factor, data.split, index, klass=other[s : s + chunk]))
+            images.append((world.render(p).image * 255).round().to(torch.uint8))
+            bar.advance(task, len(index))
+    twins = torch.cat(images)
+    if path is not None:
+        from facefactors.utils.io import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, twins.numpy())
+    return twins

@@ -557,6 +557,9 @@ class UFELossConfig:
     perceptual_swap_classes: float = 0.0  # weight; 0 = off
     perceptual_net: str = ""
     perceptual_net_preset: str = "quick"
+    # L_twin (not in the paper; twin_loss): each training image's twin differs in one factor
+    # alone (data.twins); every other subspace's feature should not change between the two.
+    twin: float = 0.0  # its weight; 0 = off
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
@@ -620,6 +623,23 @@ def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
     return {**factors, **cfg.rec_feature_factors, "*": attributes}
 
 
+def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
+    """L_twin (not in the paper): the mean over every subspace but ``changed``'s of the squared
+    distance between an image's feature and its twin's, divided by the feature's dimension (the
+    scale of L_con's ``con_normalize`` distances), averaged over the batch.
+
+    A twin is the same face with one factor (``changed``) forced to another class and every other
+    draw of the world kept (train/ufe_data.py, render_twins). The paper asks that each subspace
+    hold its attribute alone (sec. 3); L_oth and L_ind press on what a subspace shares with the
+    other labels across a batch of different faces, so a change that depends on the person (a
+    head turned shows each person's hair differently) averages out in them. Here the comparison
+    is within one face, so every such change counts. ``changed``'s own subspace is free to move."""
+    names = [n for n in features if n != changed]
+    if not names:
+        raise ValueError(f"no subspace besides {changed!r} to hold still")
+    return torch.stack([((features[n] - twin_features[n]) ** 2).sum(1).mean() / features[n].shape[1] for n in names]).mean()
+
+
 def ufe_losses(
     model: UFE,
     image: torch.Tensor,
@@ -631,6 +651,8 @@ def ufe_losses(
     stats: dict[str, float] | None = None,
     history: FeatureHistory | None = None,
     perceptual: PerceptualLoss | None = None,
+    twin_image: torch.Tensor | None = None,
+    twin_factor: str = "",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
@@ -645,7 +667,8 @@ def ufe_losses(
     ``cfg.perceptual_swap_identity``, ``cfg.perceptual_swap_classes``, times L_dis's schedule). A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
-    on the flat ends of their sigmoids).
+    on the flat ends of their sigmoids). ``twin_image`` (B, 3, H, W): each image with the factor
+    ``twin_factor`` alone changed, for L_twin (term ``twin``, weight ``cfg.twin``; ``twin_loss``).
     """
     pre_sigmoid = model.encode_pre_sigmoid(image)
     features = {n: torch.sigmoid(z) for n, z in pre_sigmoid.items()}
@@ -696,6 +719,10 @@ def ufe_losses(
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
         total = total + terms["adv"]
+    if cfg.twin > 0 and twin_image is not None:  # world B's batches (sec. 4.7) come without twins
+        twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
+        terms["twin"] = twin_loss(features, twin_features, twin_factor)
+        total = total + cfg.twin * terms["twin"]
     if history is not None:
         history.push(features, labels)
     if dis_lambda > 0:

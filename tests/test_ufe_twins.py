@@ -1,0 +1,115 @@
+"""Counterfactual twins and L_twin (not in the UFE paper): render_twins, twin_loss, the recipe."""
+
+import pytest
+import torch
+
+from facefactors.config import load_config
+from facefactors.train.ufe import UFEDataConfig, UFETrainConfig, train_ufe
+from facefactors.train.ufe_data import (
+    FaceTensorSet,
+    GroupedBatches,
+    render_twins,
+    render_world_set,
+    world_a_config,
+)
+from facefactors.train.ufe_losses import UFELossConfig, twin_loss, ufe_losses
+from facefactors.utils.errors import ConfigError, UserError
+from test_ufe_losses import tiny_model
+
+
+def small_train_set(n=3, m=4):
+    cfg = world_a_config(UFEDataConfig(world_seed=3, yaw_domains=[0.0, 30.0], nir_probability=0.5), image_size=32)
+    return cfg, render_world_set(cfg, "train", n, m, progress=False)
+
+
+def test_a_pose_twin_is_its_image_in_the_other_pose_and_nothing_else(tmp_path):
+    from facefactors.world.world import FaceWorld
+
+    wcfg, data = small_train_set()
+    twins = render_twins(wcfg, data, "pose", cache=tmp_path, progress=False)
+    assert twins.shape == data.images.shape and twins.dtype == torch.uint8
+    world = FaceWorld(wcfg)
+    params = world.sample_params(data.index, "train", identities=data.labels["identity"])
+    # Independently: flip the yaw bucket by hand, keep the pose's own jitter (yaw offset, pitch,
+    # roll) and every other field, render.
+    offset = params.pose[:, 0] - torch.tensor(wcfg.yaw_buckets)[params.pose_bucket]
+    flipped = 1 - params.pose_bucket
+    pose = params.pose.clone()
+    pose[:, 0] = torch.tensor(wcfg.yaw_buckets)[flipped] + offset
+    expected = world.render(params.replace(pose=pose, pose_bucket=flipped))
+    assert (expected.image * 255 - twins.float()).abs().max() <= 1.0
+    assert torch.equal(expected.labels["pose"], 1 - data.labels["pose"])
+    for label in ("identity", "expression", "lighting", "camera"):
+        assert torch.equal(expected.labels[label], data.labels[label])
+    assert (twins.float() - data.images.float()).abs().mean() > 1.0  # a turned head is another picture
+    # From the cache the same array; a twin of another factor is another file.
+    assert torch.equal(render_twins(wcfg, data, "pose", cache=tmp_path, progress=False), twins)
+    lighting = render_twins(wcfg, data, "lighting", cache=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("twins_*.npy"))) == 2 and not torch.equal(lighting, twins)
+
+
+def test_a_twin_takes_another_class_of_a_many_class_factor():
+    wcfg, data = small_train_set(n=4, m=5)
+    twins = render_twins(wcfg, data, "expression", progress=False, seed=1)
+    # every twin differs from its image (each took a class other than its own), and the seed
+    # chooses which other class
+    assert ((twins.float() - data.images.float()).abs().flatten(1).amax(1) > 0).all()
+    assert not torch.equal(twins, render_twins(wcfg, data, "expression", progress=False, seed=2))
+
+
+def test_twins_refuse_what_they_cannot_render():
+    wcfg, data = small_train_set(n=1, m=2)
+    with pytest.raises(ConfigError, match="data.twins must be"):
+        render_twins(wcfg, data, "identity", progress=False)
+    with pytest.raises(ConfigError, match="sample index"):
+        render_twins(wcfg, FaceTensorSet(data.images, {}, data.description), "pose", progress=False)
+
+
+def test_twin_loss_hand_value_gradient_and_the_changed_subspace_left_free():
+    f = {"identity": torch.zeros(2, 4), "pose": torch.zeros(2, 4), "others": torch.zeros(2, 4, requires_grad=True)}
+    g = {"identity": torch.zeros(2, 4), "pose": torch.ones(2, 4), "others": torch.full((2, 4), 0.5)}
+    # identity: 0; others: (4 * 0.25) / 4 = 0.25 per image; pose is the changed factor: not counted
+    loss = twin_loss(f, g, "pose")
+    assert torch.isclose(loss, torch.tensor(0.125))
+    loss.backward()
+    assert torch.allclose(f["others"].grad, torch.full((2, 4), -0.5 / 2 / 4 / 2 * 2))  # d/df of mean_i sum_d (f-g)^2 / D / 2 subspaces
+    assert twin_loss(g, g, "pose") == 0
+    with pytest.raises(ValueError, match="no subspace"):
+        twin_loss({"pose": f["pose"]}, {"pose": g["pose"]}, "pose")
+
+
+def test_ufe_losses_add_l_twin_only_with_twins():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x, twin = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 0, 1, 1]), "expression": torch.tensor([0, 1, 0, 1])}
+    cfg = UFELossConfig(twin=2.0)
+    total, terms = ufe_losses(model, x, labels, cfg, 0.0, twin_image=twin, twin_factor="expression")
+    plain, plain_terms = ufe_losses(model, x, labels, UFELossConfig(), 0.0)
+    assert "twin" in terms and "twin" not in plain_terms
+    with torch.no_grad():
+        fx, ft = model.encode(x), model.encode(twin)
+    expected = twin_loss(fx, ft, "expression")
+    assert torch.isclose(terms["twin"], expected, atol=1e-6)
+    assert torch.isclose(total, plain + 2.0 * expected, atol=1e-5)
+    _, no_twins = ufe_losses(model, x, labels, cfg, 0.0)  # a world-B batch (sec. 4.7) has none
+    assert "twin" not in no_twins
+
+
+def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
+    wcfg, data = small_train_set(n=3, m=4)
+    data.twins = render_twins(wcfg, data, "pose", progress=False)
+    train = data.restrict(["identity", "expression", "lighting", "pose"], "world-a")
+    assert train.twins is data.twins and torch.equal(train.batch([1, 2])["twin"], data.twins[[1, 2]].float() / 255)
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.twin=3", "data.twins=pose", "trainer.log_every_n_steps=1"])
+    stream = GroupedBatches(train, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    run, _ = train_ufe(cfg, tmp_path / "run", stream, train.description)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run.path / "tb"))
+    events.Reload()
+    assert "loss_twin" in events.Tags()["scalars"] and events.Scalars("loss_twin")[0].value > 0
+    for overrides, message in ((["loss.twin=3"], "needs twins"), (["data.twins=pose"], "only loss.twin uses"), (["loss.twin=-1"], ">= 0")):
+        with pytest.raises(UserError, match=message):
+            train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
+    assert not (tmp_path / "bad").exists()  # refused before the run directory is written
