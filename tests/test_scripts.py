@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,3 +299,37 @@ def test_ufe_leak_tells_a_shift_shared_by_the_people_from_one_each_person_makes_
     np.savez(bad, **{"features/others": np.zeros((4, 3)), "labels/pose": np.array([0, 1, 0, 1])})
     failed = subprocess.run([sys.executable, script, str(tmp_path / "own.npz"), "--feature", "others", "--label", "pose", "--erase-from", str(bad)], capture_output=True, text=True)
     assert failed.returncode != 0 and "3 dimensions" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_ufe_twin_distance_measures_each_feature_against_its_pose_twin(tmp_path):
+    import torch
+
+    from facefactors.cli.main import main
+    from facefactors.config import load_saved_config
+    from facefactors.train.ufe import UFETrainConfig, load_ufe
+    from facefactors.train.ufe_data import render_twins, render_world_set, world_a_config
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run")])
+    script = str(ROOT / "scripts" / "ufe_twin_distance.py")
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run")], capture_output=True, text=True, check=True).stdout
+    printed = {m[0]: (float(m[1]), float(m[2]), float(m[3])) for m in re.findall(r"(\w+) *: twin ([0-9.]+) +same person ([0-9.]+) +ratio ([0-9.]+)", out)}
+    # the reference, pair by pair: the held-out set (4 people x 4) and its pose twins, encoded here
+    cfg = load_saved_config(UFETrainConfig, tmp_path / "run" / "config.yaml")
+    d = cfg.data
+    wcfg = world_a_config(d, cfg.model.image_size)
+    test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, "", False)
+    twins = render_twins(wcfg, test, "pose", "", False)
+    model = load_ufe(tmp_path / "run")
+    with torch.no_grad():
+        f, g = model.encode(test.batch(range(len(test)))["image"]), model.encode(twins.float() / 255)
+    person = test.labels["identity"].tolist()
+    assert set(printed) == set(f) == {"identity", "expression", "lighting", "pose", "others"}
+    for name in f:
+        dim = f[name].shape[1]
+        twin = sum(float(((f[name][k] - g[name][k]) ** 2).sum()) for k in range(len(test))) / len(test) / dim
+        pairs = [float(((f[name][a] - f[name][b]) ** 2).sum()) / dim for a in range(len(test)) for b in range(a + 1, len(test)) if person[a] == person[b]]
+        assert len(pairs) == 4 * 6
+        assert printed[name][0] == pytest.approx(twin, abs=1e-4) and printed[name][1] == pytest.approx(sum(pairs) / len(pairs), abs=1e-4)
+    for args, message in ((["--factor", "identity"], "--factor identity: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4")):
+        res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
