@@ -349,7 +349,8 @@ def expression_only_config(preset: str, overrides=()) -> UFETrainConfig:
     still make the expression feature independent of identity, lighting and pose, whose labels
     are in every batch, and the baseline would no longer be a plain expression classifier."""
     cfg = _config(preset, overrides, model__attributes=["expression"], model__cross_heads=False)
-    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, **dict.fromkeys(PERCEPTUAL_TERMS.values(), 0.0))
+    cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, twin=0.0, **dict.fromkeys(PERCEPTUAL_TERMS.values(), 0.0))
+    cfg.data.twins = ""  # no L_twin, so no twins to render
     return cfg
 
 
@@ -492,8 +493,8 @@ ABLATIONS = {"wo_cls": ["loss.cls=0"], "wo_con": ["loss.con=0"], "wo_rec": ["los
 
 
 def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
-    """The paper's five ablations (sec. 4.8), plus L_x, L_ind and the perceptual term (ours, not
-    in the paper) when the config uses them; the overrides of each. Without L_rec means without
+    """The paper's five ablations (sec. 4.8), plus L_x, L_ind, the perceptual term and L_twin
+    (ours, not in the paper) when the config uses them; the overrides of each. Without L_rec means without
     any reconstruction loss: the perceptual terms go too, or the decoder would still learn."""
     out = {name: list(extra) for name, extra in ABLATIONS.items()}
     if cfg.loss.cross > 0 and cfg.model.cross_heads:
@@ -504,6 +505,8 @@ def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
         perceptual_off = [f"loss.{option}=0" for option in PERCEPTUAL_TERMS.values() if getattr(cfg.loss, option) > 0]
         out["wo_rec"] += perceptual_off
         out["wo_perc"] = perceptual_off
+    if cfg.loss.twin > 0:
+        out["wo_twin"] = ["loss.twin=0", "data.twins="]
     return out
 
 
