@@ -57,6 +57,32 @@ def test_a_twin_takes_another_class_of_a_many_class_factor():
     assert not torch.equal(twins, render_twins(wcfg, data, "expression", progress=False, seed=2))
 
 
+def test_twins_of_a_restricted_set_are_the_twins_of_the_whole_set():
+    # training restricts world A to its labelled factors before twins are rendered (train_stream):
+    # the twin's class comes from the world, so a set that keeps only identity renders the same
+    wcfg, data = small_train_set(n=2, m=4)
+    only_identity = data.restrict(["identity"], "ids")
+    assert (only_identity.labels["pose"] < 0).all()
+    assert torch.equal(render_twins(wcfg, only_identity, "pose", progress=False), render_twins(wcfg, data, "pose", progress=False))
+    with pytest.raises(ConfigError, match="'identity' labels"):
+        render_twins(wcfg, data.restrict(["pose"]), "pose", progress=False)
+
+
+def test_only_training_renders_the_twins(tmp_path):
+    from facefactors.experiments.ufe import train_stream, world_a_sets
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.twin=3", "data.twins=pose", "data.train_identities=3", "data.images_per_identity=4",
+                                                      "data.test_identities=1", "data.test_images_per_identity=2", f"data.cache={tmp_path}"])
+    train, test = world_a_sets(cfg, progress=False)
+    assert train.twins is None and test.twins is None  # an evaluation never pays for them
+    stream, _ = train_stream(cfg, train, progress=False)
+    batch = next(iter(stream))
+    assert batch["twin"].shape == batch["image"].shape
+    twins = render_twins(world_a_config(cfg.data, cfg.model.image_size), train, "pose", progress=False, seed=cfg.data.world_seed)
+    assert torch.equal(batch["twin"], twins[batch["index"]].float() / 255)
+    assert len(list(tmp_path.glob("twins_pose_*.npy"))) == 1
+
+
 def test_twins_refuse_what_they_cannot_render():
     wcfg, data = small_train_set(n=1, m=2)
     with pytest.raises(ConfigError, match="data.twins must be"):

@@ -83,15 +83,19 @@ def world_a_sets(cfg: UFETrainConfig, progress: bool = True) -> tuple[FaceTensor
     d = cfg.data
     wcfg = world_a_config(d, cfg.model.image_size)
     train = render_world_set(wcfg, "train", d.train_identities, d.images_per_identity, d.cache, progress)
-    if d.twins:  # rendered before restrict: the twins need every label of the world
-        train.twins = render_twins(wcfg, train, d.twins, d.cache, progress, seed=d.world_seed)
     test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, d.cache, progress)
     return train.restrict(d.labelled, "world-a"), test
 
 
 def train_stream(cfg: UFETrainConfig, train: FaceTensorSet, progress: bool = True):
-    """k x m identity batches of world A; with ``data.second_set`` alternating with world B batches."""
+    """k x m identity batches of world A; with ``data.second_set`` alternating with world B batches.
+    With ``data.twins`` world A's images come with their twins (L_twin): rendered (or loaded from
+    the cache) here, where only training needs them, not in world_a_sets, which every experiment
+    calls even to evaluate a finished run."""
     d = cfg.data
+    if d.twins and train.twins is None:
+        twins = render_twins(world_a_config(d, cfg.model.image_size), train, d.twins, d.cache, progress, seed=d.world_seed)
+        train = replace(train, twins=twins)
     a = GroupedBatches(train, "identity", d.identities_per_batch, d.images_per_batch_identity, seed=cfg.trainer.seed)
     if not d.second_set:
         return a, train.description

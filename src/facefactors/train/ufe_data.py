@@ -252,8 +252,8 @@ def render_twins(
     if factor not in TWIN_FACTORS:
         raise ConfigError(f"data.twins must be '' or one of {sorted(TWIN_FACTORS)}, got {factor!r}")
     label = TWIN_FACTORS[factor]
-    if data.index is None or "identity" not in data.labels or label not in data.labels:
-        raise ConfigError(f"twins need a world set with its sample index and {label!r} / 'identity' labels (render_world_set's, before restrict)")
+    if data.index is None or "identity" not in data.labels or bool((data.labels["identity"] < 0).any()):
+        raise ConfigError("twins need a world set with its sample index and 'identity' labels (render_world_set's; restrict may drop any other label)")
     classes = data.description[label].num_classes
     if classes < 2:
         raise ConfigError(f"{label!r} has {classes} class in this world; a twin needs another one")
@@ -267,15 +267,18 @@ def render_twins(
         except (OSError, ValueError):
             pass  # a damaged cache is simply re-rendered
     world = FaceWorld(world_config)
-    own = data.labels[label].long()
-    other = (own + 1 + torch.randint(0, classes - 1, own.shape, generator=torch.Generator().manual_seed(seed))) % classes
+    # Each twin takes its own class plus 1..classes-1 (mod classes), the step drawn here; its own
+    # class comes from the world's parameters, not data.labels, so a set restricted to other
+    # labels (FaceTensorSet.restrict) still renders its twins.
+    step = 1 + torch.randint(0, classes - 1, (len(data),), generator=torch.Generator().manual_seed(seed))
     images = []
     with progress_bar(progress) as bar:
         task = bar.add_task(f"rendering {factor} twins", total=len(data))
         for s in range(0, len(data), chunk):
             index = data.index[s : s + chunk]
             p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
-            p = p.replace(**world.draw_factor(factor, data.split, index, klass=other[s : s + chunk]))
+            other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
+            p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
             images.append((world.render(p).image * 255).round().to(torch.uint8))
             bar.advance(task, len(index))
     twins = torch.cat(images)
