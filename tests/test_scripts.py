@@ -330,6 +330,6 @@ def test_ufe_twin_distance_measures_each_feature_against_its_pose_twin(tmp_path)
         pairs = [float(((f[name][a] - f[name][b]) ** 2).sum()) / dim for a in range(len(test)) for b in range(a + 1, len(test)) if person[a] == person[b]]
         assert len(pairs) == 4 * 6
         assert printed[name][0] == pytest.approx(twin, abs=1e-4) and printed[name][1] == pytest.approx(sum(pairs) / len(pairs), abs=1e-4)
-    for args, message in ((["--factor", "identity"], "--factor identity: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4")):
+    for args, message in ((["--factor", "camera"], "--factor camera: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4")):
         res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

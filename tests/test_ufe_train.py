@@ -170,10 +170,10 @@ def test_ablations_add_cross_independence_and_perceptual_only_when_the_config_us
     assert ablations(cfg)["wo_rec"] == ["loss.rec=0", "loss.perceptual=0", "loss.perceptual_identity=0"]
     cfg.loss.perceptual, cfg.loss.perceptual_classes = 0.0, 1.0  # the outputs' terms alone
     assert ablations(cfg)["wo_perc"] == ["loss.perceptual_identity=0", "loss.perceptual_classes=0"]
-    cfg.loss.twin, cfg.data.twins = 30.0, "pose"  # L_twin goes with its twins (each alone is refused)
+    cfg.loss.twin, cfg.data.twins = 30.0, ["pose"]  # L_twin goes with its twins (each alone is refused)
     assert ablations(cfg)["wo_twin"] == ["loss.twin=0", "data.twins="]
     off = load_config(UFETrainConfig, "ufe", "tiny", ["loss.twin=30", "data.twins=pose", *ablations(cfg)["wo_twin"]])
-    assert off.loss.twin == 0 and off.data.twins == ""
+    assert off.loss.twin == 0 and off.data.twins == []
 
 
 def _ablation_without_training(monkeypatch):
@@ -248,7 +248,7 @@ def test_expression_only_baseline_is_trained_by_the_classification_loss_alone(pr
              "loss.perceptual_identity=10", "loss.perceptual_classes=1", "loss.twin=30", "data.twins=pose"]
     cfg = expression_only_config(preset, extra)
     assert cfg.model.attributes == ["expression"] and cfg.loss.cls == 1.0
-    assert cfg.loss.twin == 0 and cfg.data.twins == ""
+    assert cfg.loss.twin == 0 and cfg.data.twins == []
     if preset != "tiny":  # the presets' own extra losses are off too
         assert [cfg.loss.con, cfg.loss.rec, cfg.loss.oth, cfg.loss.dis, cfg.loss.cross, cfg.loss.independence, cfg.loss.perceptual] == [0.0] * 7
         return

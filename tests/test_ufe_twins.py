@@ -57,6 +57,28 @@ def test_a_twin_takes_another_class_of_a_many_class_factor():
     assert not torch.equal(twins, render_twins(wcfg, data, "expression", progress=False, seed=2))
 
 
+def test_an_identity_twin_is_another_person_of_the_set_in_the_same_draw():
+    from facefactors.world.world import FaceWorld
+
+    wcfg, data = small_train_set(n=3, m=4)
+    twins = render_twins(wcfg, data, "identity", progress=False)
+    world = FaceWorld(wcfg)
+    # Independently: find, for each image, the person of the set whose rendering in this image's
+    # draw is its twin; it must be another one, and pose, expression, lighting, camera, eyeglasses
+    # and background the image's own.
+    candidates = [world.render(world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))) for person in range(3)]
+    errors = torch.stack([(c.image * 255 - twins.float()).abs().flatten(1).amax(1) for c in candidates])  # (people, N)
+    assert (errors.amin(0) <= 1.0).all()
+    person = errors.argmin(0)
+    assert (person != data.labels["identity"]).all()
+    assert len(set(person.tolist())) > 1  # which other person is drawn, not always the next
+    own = world.sample_params(data.index, "train", identities=data.labels["identity"])
+    twin = world.sample_params(data.index, "train", identities=person)
+    for field in ("pose", "expression_weights", "light", "camera", "eyeglasses", "background"):
+        assert torch.equal(getattr(twin, field), getattr(own, field)), field
+    assert not torch.equal(twin.albedo, own.albedo)
+
+
 def test_twins_of_a_restricted_set_are_the_twins_of_the_whole_set():
     # training restricts world A to its labelled factors before twins are rendered (train_stream):
     # the twin's class comes from the world, so a set that keeps only identity renders the same
@@ -77,16 +99,16 @@ def test_only_training_renders_the_twins(tmp_path):
     assert train.twins is None and test.twins is None  # an evaluation never pays for them
     stream, _ = train_stream(cfg, train, progress=False)
     batch = next(iter(stream))
-    assert batch["twin"].shape == batch["image"].shape
+    assert list(batch["twins"]) == ["pose"] and batch["twins"]["pose"].shape == batch["image"].shape
     twins = render_twins(world_a_config(cfg.data, cfg.model.image_size), train, "pose", progress=False, seed=cfg.data.world_seed)
-    assert torch.equal(batch["twin"], twins[batch["index"]].float() / 255)
+    assert torch.equal(batch["twins"]["pose"], twins[batch["index"]].float() / 255)
     assert len(list(tmp_path.glob("twins_pose_*.npy"))) == 1
 
 
 def test_twins_refuse_what_they_cannot_render():
     wcfg, data = small_train_set(n=1, m=2)
     with pytest.raises(ConfigError, match="data.twins must be"):
-        render_twins(wcfg, data, "identity", progress=False)
+        render_twins(wcfg, data, "camera", progress=False)
     with pytest.raises(ConfigError, match="sample index"):
         render_twins(wcfg, FaceTensorSet(data.images, {}, data.description), "pose", progress=False)
 
@@ -104,13 +126,23 @@ def test_twin_loss_hand_value_gradient_and_the_changed_subspace_left_free():
         twin_loss({"pose": f["pose"]}, {"pose": g["pose"]}, "pose")
 
 
+def test_an_identity_twin_leaves_identity_and_others_free():
+    f = {"identity": torch.zeros(2, 4), "pose": torch.zeros(2, 4), "others": torch.zeros(2, 4), "expression": torch.zeros(2, 2)}
+    g = {"identity": torch.ones(2, 4), "pose": torch.full((2, 4), 0.5), "others": torch.ones(2, 4), "expression": torch.ones(2, 2)}
+    # another person may change the identity feature and "others" (the hair follows the person);
+    # pose: 4 * 0.25 / 4 = 0.25, expression: 2 * 1 / 2 = 1, mean 0.625
+    assert torch.isclose(twin_loss(f, g, "identity"), torch.tensor(0.625))
+    # a pose twin holds all but pose: identity 1, others 1, expression 1
+    assert torch.isclose(twin_loss(f, g, "pose"), torch.tensor(1.0))
+
+
 def test_ufe_losses_add_l_twin_only_with_twins():
     torch.manual_seed(0)
     model = tiny_model()
     x, twin = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     labels = {"identity": torch.tensor([0, 0, 1, 1]), "expression": torch.tensor([0, 1, 0, 1])}
     cfg = UFELossConfig(twin=2.0)
-    total, terms = ufe_losses(model, x, labels, cfg, 0.0, twin_image=twin, twin_factor="expression")
+    total, terms = ufe_losses(model, x, labels, cfg, 0.0, twins={"expression": twin})
     plain, plain_terms = ufe_losses(model, x, labels, UFELossConfig(), 0.0)
     assert "twin" in terms and "twin" not in plain_terms
     with torch.no_grad():
@@ -118,16 +150,24 @@ def test_ufe_losses_add_l_twin_only_with_twins():
     expected = twin_loss(fx, ft, "expression")
     assert torch.isclose(terms["twin"], expected, atol=1e-6)
     assert torch.isclose(total, plain + 2.0 * expected, atol=1e-5)
+    # two factors: the mean of their terms
+    other = torch.rand(4, 3, 32, 32)
+    _, both = ufe_losses(model, x, labels, cfg, 0.0, twins={"expression": twin, "identity": other})
+    with torch.no_grad():
+        expected_identity = twin_loss(fx, model.encode(other), "identity")
+    assert torch.isclose(both["twin"], (expected + expected_identity) / 2, atol=1e-6)
     _, no_twins = ufe_losses(model, x, labels, cfg, 0.0)  # a world-B batch (sec. 4.7) has none
     assert "twin" not in no_twins
 
 
 def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
     wcfg, data = small_train_set(n=3, m=4)
-    data.twins = render_twins(wcfg, data, "pose", progress=False)
+    data.twins = {f: render_twins(wcfg, data, f, progress=False) for f in ("pose", "identity")}
     train = data.restrict(["identity", "expression", "lighting", "pose"], "world-a")
-    assert train.twins is data.twins and torch.equal(train.batch([1, 2])["twin"], data.twins[[1, 2]].float() / 255)
-    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.twin=3", "data.twins=pose", "trainer.log_every_n_steps=1"])
+    assert train.twins is data.twins and torch.equal(train.batch([1, 2])["twins"]["identity"], data.twins["identity"][[1, 2]].float() / 255)
+    assert torch.equal(train.subset([3, 0]).twins["pose"], data.twins["pose"][[3, 0]])
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["loss.twin=3", "data.twins=pose,identity", "trainer.log_every_n_steps=1"])
+    assert cfg.data.twins == ["pose", "identity"]
     stream = GroupedBatches(train, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
     run, _ = train_ufe(cfg, tmp_path / "run", stream, train.description)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -135,7 +175,8 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
     events = EventAccumulator(str(run.path / "tb"))
     events.Reload()
     assert "loss_twin" in events.Tags()["scalars"] and events.Scalars("loss_twin")[0].value > 0
-    for overrides, message in ((["loss.twin=3"], "needs twins"), (["data.twins=pose"], "only loss.twin uses"), (["loss.twin=-1"], ">= 0")):
+    for overrides, message in ((["loss.twin=3"], "needs twins"), (["data.twins=pose"], "only loss.twin uses"), (["loss.twin=-1"], ">= 0"),
+                               (["loss.twin=3", "data.twins=pose,camera"], "each factor once"), (["loss.twin=3", "data.twins=pose,pose"], "each factor once")):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written

@@ -94,8 +94,8 @@ def train_stream(cfg: UFETrainConfig, train: FaceTensorSet, progress: bool = Tru
     calls even to evaluate a finished run."""
     d = cfg.data
     if d.twins and train.twins is None:
-        twins = render_twins(world_a_config(d, cfg.model.image_size), train, d.twins, d.cache, progress, seed=d.world_seed)
-        train = replace(train, twins=twins)
+        wcfg = world_a_config(d, cfg.model.image_size)
+        train = replace(train, twins={factor: render_twins(wcfg, train, factor, d.cache, progress, seed=d.world_seed) for factor in d.twins})
     a = GroupedBatches(train, "identity", d.identities_per_batch, d.images_per_batch_identity, seed=cfg.trainer.seed)
     if not d.second_set:
         return a, train.description
@@ -354,7 +354,7 @@ def expression_only_config(preset: str, overrides=()) -> UFETrainConfig:
     are in every batch, and the baseline would no longer be a plain expression classifier."""
     cfg = _config(preset, overrides, model__attributes=["expression"], model__cross_heads=False)
     cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, twin=0.0, **dict.fromkeys(PERCEPTUAL_TERMS.values(), 0.0))
-    cfg.data.twins = ""  # no L_twin, so no twins to render
+    cfg.data.twins = []  # no L_twin, so no twins to render
     return cfg
 
 

@@ -29,6 +29,7 @@ from facefactors.train.common import (
     late_decay_scheduler,
     prepare_run,
 )
+from facefactors.train.ufe_data import TWIN_FACTORS
 from facefactors.train.ufe_losses import (
     PERCEPTUAL_TERMS,
     FeatureHistory,
@@ -58,9 +59,10 @@ class UFEDataConfig:
     second_set: str = ""  # "" or "world_b": alternate batches with a label-disjoint set (sec. 4.7)
     second_labelled: list[str] = field(default_factory=lambda: ["age", "gender", "eyeglasses"])  # world B labels
     cache: str = "runs/cache"  # rendered sets are cached here (keyed by the data config); "" = no cache
-    # "" or a factor (pose, expression, lighting): world A's training images come with twins that
-    # differ in that factor alone (render_twins), for L_twin (loss.twin; not in the paper)
-    twins: str = ""
+    # factors (pose, expression, lighting, identity; none by default): world A's training images
+    # come with one twin per factor, each differing in that factor alone (render_twins), for L_twin
+    # (loss.twin; not in the paper). On the command line: --set data.twins=pose,identity
+    twins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,9 +118,12 @@ def check_twins(cfg: UFETrainConfig) -> None:
     if cfg.loss.twin < 0:
         raise UserError(f"loss.twin ({cfg.loss.twin}) must be >= 0 (0 = off)")
     if cfg.loss.twin > 0 and not cfg.data.twins:
-        raise UserError("loss.twin > 0 needs twins to compare: add --set data.twins=pose (or expression, lighting), or set loss.twin=0")
+        raise UserError("loss.twin > 0 needs twins to compare: add --set data.twins=pose (or expression, lighting, identity; several with commas), or set loss.twin=0")
     if cfg.data.twins and cfg.loss.twin == 0:
-        raise UserError(f"data.twins={cfg.data.twins} renders twins that only loss.twin uses: set loss.twin (e.g. 10), or data.twins=''")
+        raise UserError(f"data.twins={','.join(cfg.data.twins)} renders twins that only loss.twin uses: set loss.twin (e.g. 10), or data.twins=''")
+    unknown = [f for f in cfg.data.twins if f not in TWIN_FACTORS]
+    if unknown or len(set(cfg.data.twins)) < len(cfg.data.twins):
+        raise UserError(f"data.twins={','.join(cfg.data.twins)}: each factor once, from {', '.join(TWIN_FACTORS)}")
 
 
 class UFERecipe(L.LightningModule):
@@ -175,7 +180,7 @@ class UFERecipe(L.LightningModule):
         logging = is_logger_step(step, self.cfg.trainer.log_every_n_steps)
         stats: dict[str, float] | None = {} if logging else None  # diagnostics only the logger reads
         total, terms = ufe_losses(self.model, batch["image"], batch["labels"], self.loss_config(step), lam, self.generator, rec_grad, stats, self.history, self.perceptual,
-                                  batch.get("twin"), self.cfg.data.twins)
+                                  batch.get("twins"))
         if logging:
             B = batch["image"].shape[0]
             self.log("loss", total, prog_bar=True, batch_size=B)

@@ -36,7 +36,7 @@ class FaceTensorSet:
     description: DatasetDescription
     index: torch.Tensor | None = None  # (N,) world sample index (with labels["identity"] it regenerates the params)
     split: str = "train"  # world split the images come from
-    twins: torch.Tensor | None = None  # (N, 3, H, W) like images: each image with one factor changed (render_twins)
+    twins: dict[str, torch.Tensor] | None = None  # factor -> (N, 3, H, W) like images: each image with that factor alone changed (render_twins)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -45,8 +45,8 @@ class FaceTensorSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         img = self.images[idx]
         out = {"image": _as_float(img), "labels": {k: v[idx] for k, v in self.labels.items()}, "index": idx}
-        if self.twins is not None:
-            out["twin"] = _as_float(self.twins[idx])
+        if self.twins:
+            out["twins"] = {factor: _as_float(t[idx]) for factor, t in self.twins.items()}
         return out
 
     def restrict(self, labelled: list[str] | tuple[str, ...], name: str | None = None) -> FaceTensorSet:
@@ -63,7 +63,7 @@ class FaceTensorSet:
     def subset(self, idx) -> FaceTensorSet:
         idx = torch.as_tensor(idx, dtype=torch.long)
         index = None if self.index is None else self.index[idx]
-        twins = None if self.twins is None else self.twins[idx]
+        twins = None if self.twins is None else {factor: t[idx] for factor, t in self.twins.items()}
         return FaceTensorSet(self.images[idx], {k: v[idx] for k, v in self.labels.items()}, self.description, index, self.split, twins)
 
 
@@ -227,8 +227,10 @@ def render_world_set(
     return out
 
 
-# The factors a twin can change, each with the label that names its class.
-TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting"}
+# The factors a twin can change, each with the label that names its class. An identity twin is
+# another person (of the same set) in the same draw: pose, expression, lighting, camera,
+# background, eyeglasses kept; shape, albedo and with them the person's hair (FaceWorld.draw_factor) changed.
+TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity"}
 
 
 def render_twins(
@@ -243,9 +245,10 @@ def render_twins(
     """Counterfactual twins (not in the UFE paper): every image of ``data`` rendered again with
     ``factor`` forced to another class of its label, drawn at random, and every other draw of the
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
-    twin keeps even the factor's own jitter). A twin differs from its image in that factor alone:
-    whatever another subspace's feature changes between the two is that factor leaking into it,
-    which ``twin_loss`` (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
+    twin keeps even the factor's own jitter). An identity twin is another of the set's people in
+    the same draw. A twin differs from its image in that factor alone: whatever another subspace's
+    feature changes between the two is that factor leaking into it, which ``twin_loss``
+    (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
     from facefactors.data.progress import progress_bar
     from facefactors.world.world import FaceWorld
 
@@ -278,7 +281,10 @@ def render_twins(
             index = data.index[s : s + chunk]
             p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
             other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
-            p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
+            if factor == "identity":  # every per-image draw is keyed by the sample index, so only the person changes
+                p = world.sample_params(index, data.split, identities=other)
+            else:
+                p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
             images.append((world.render(p).image * 255).round().to(torch.uint8))
             bar.advance(task, len(index))
     twins = torch.cat(images)

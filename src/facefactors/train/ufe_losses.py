@@ -558,7 +558,8 @@ class UFELossConfig:
     perceptual_net: str = ""
     perceptual_net_preset: str = "quick"
     # L_twin (not in the paper; twin_loss): each training image's twin differs in one factor
-    # alone (data.twins); every other subspace's feature should not change between the two.
+    # alone (data.twins, one twin per factor listed); every other subspace's feature should not
+    # change between the two.
     twin: float = 0.0  # its weight; 0 = off
 
 
@@ -623,8 +624,14 @@ def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
     return {**factors, **cfg.rec_feature_factors, "*": attributes}
 
 
+# The subspaces a twin of each factor may move: its own, and for another person (an identity
+# twin) also those the person carries: "others" holds the hair, which varies around the person's
+# own (FaceWorld.draw_factor), and world B's age and gender are the person's (sec. 4.7).
+TWIN_FREE = {"identity": ("identity", OTHERS, "age", "gender")}
+
+
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
-    """L_twin (not in the paper): the mean over every subspace but ``changed``'s of the squared
+    """L_twin (not in the paper): the mean over every subspace but ``changed``'s (TWIN_FREE) of the squared
     distance between an image's feature and its twin's, divided by the feature's dimension (the
     scale of L_con's ``con_normalize`` distances), averaged over the batch.
 
@@ -634,7 +641,8 @@ def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.
     other labels across a batch of different faces, so a change that depends on the person (a
     head turned shows each person's hair differently) averages out in them. Here the comparison
     is within one face, so every such change counts. ``changed``'s own subspace is free to move."""
-    names = [n for n in features if n != changed]
+    free = TWIN_FREE.get(changed, (changed,))
+    names = [n for n in features if n not in free]
     if not names:
         raise ValueError(f"no subspace besides {changed!r} to hold still")
     return torch.stack([((features[n] - twin_features[n]) ** 2).sum(1).mean() / features[n].shape[1] for n in names]).mean()
@@ -651,8 +659,7 @@ def ufe_losses(
     stats: dict[str, float] | None = None,
     history: FeatureHistory | None = None,
     perceptual: PerceptualLoss | None = None,
-    twin_image: torch.Tensor | None = None,
-    twin_factor: str = "",
+    twins: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_full of eq. 6 for one batch; returns (total, {term: unweighted value}).
 
@@ -667,8 +674,9 @@ def ufe_losses(
     ``cfg.perceptual_swap_identity``, ``cfg.perceptual_swap_classes``, times L_dis's schedule). A ``stats`` dict,
     if given, receives diagnostics that are not losses (``inside_margin_<attribute>``: share
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
-    on the flat ends of their sigmoids). ``twin_image`` (B, 3, H, W): each image with the factor
-    ``twin_factor`` alone changed, for L_twin (term ``twin``, weight ``cfg.twin``; ``twin_loss``).
+    on the flat ends of their sigmoids). ``twins`` {factor: (B, 3, H, W)}: each image with that
+    factor alone changed, for L_twin (term ``twin``, weight ``cfg.twin``: the mean of ``twin_loss``
+    over the factors).
     """
     pre_sigmoid = model.encode_pre_sigmoid(image)
     features = {n: torch.sigmoid(z) for n, z in pre_sigmoid.items()}
@@ -719,9 +727,12 @@ def ufe_losses(
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
         total = total + terms["adv"]
-    if cfg.twin > 0 and twin_image is not None:  # world B's batches (sec. 4.7) come without twins
-        twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
-        terms["twin"] = twin_loss(features, twin_features, twin_factor)
+    if cfg.twin > 0 and twins:  # world B's batches (sec. 4.7) come without twins
+        per_factor = []
+        for factor, twin_image in twins.items():
+            twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
+            per_factor.append(twin_loss(features, twin_features, factor))
+        terms["twin"] = torch.stack(per_factor).mean()
         total = total + cfg.twin * terms["twin"]
     if history is not None:
         history.push(features, labels)
