@@ -103,6 +103,11 @@ def test_only_training_renders_the_twins(tmp_path):
     twins = render_twins(world_a_config(cfg.data, cfg.model.image_size), train, "pose", progress=False, seed=cfg.data.world_seed)
     assert torch.equal(batch["twins"]["pose"], twins[batch["index"]].float() / 255)
     assert len(list(tmp_path.glob("twins_pose_*.npy"))) == 1
+    # options that training would refuse are refused before any twin is rendered
+    cfg.loss.twin, cfg.data.twins = 0.0, ["identity"]
+    with pytest.raises(UserError, match="only loss.twin uses"):
+        train_stream(cfg, train, progress=False)
+    assert not list(tmp_path.glob("twins_identity_*.npy"))
 
 
 def test_twins_refuse_what_they_cannot_render():

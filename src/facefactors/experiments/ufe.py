@@ -36,7 +36,7 @@ from facefactors.models.ufe import OTHERS, UFE, mix_features
 from facefactors.train.common import RunDir, config_differences
 from facefactors.train.perceptual import ensure_perceptual_net
 from facefactors.train.rater import ensure_rater
-from facefactors.train.ufe import UFETrainConfig, load_ufe, train_ufe
+from facefactors.train.ufe import UFETrainConfig, check_twins, load_ufe, train_ufe
 from facefactors.train.ufe_data import (
     AlternatingBatches,
     FaceTensorSet,
@@ -94,6 +94,7 @@ def train_stream(cfg: UFETrainConfig, train: FaceTensorSet, progress: bool = Tru
     calls even to evaluate a finished run."""
     d = cfg.data
     if d.twins and train.twins is None:
+        check_twins(cfg)  # refused before minutes of rendering, not after
         wcfg = world_a_config(d, cfg.model.image_size)
         train = replace(train, twins={factor: render_twins(wcfg, train, factor, d.cache, progress, seed=d.world_seed) for factor in d.twins})
     a = GroupedBatches(train, "identity", d.identities_per_batch, d.images_per_batch_identity, seed=cfg.trainer.seed)
