@@ -112,7 +112,7 @@ def test_only_training_renders_the_twins(tmp_path):
 
 def test_twins_refuse_what_they_cannot_render():
     wcfg, data = small_train_set(n=1, m=2)
-    with pytest.raises(ConfigError, match="data.twins must be"):
+    with pytest.raises(ConfigError, match="each factor one of"):
         render_twins(wcfg, data, "camera", progress=False)
     with pytest.raises(ConfigError, match="sample index"):
         render_twins(wcfg, FaceTensorSet(data.images, {}, data.description), "pose", progress=False)

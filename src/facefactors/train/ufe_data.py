@@ -253,7 +253,7 @@ def render_twins(
     from facefactors.world.world import FaceWorld
 
     if factor not in TWIN_FACTORS:
-        raise ConfigError(f"data.twins must be '' or one of {sorted(TWIN_FACTORS)}, got {factor!r}")
+        raise ConfigError(f"data.twins: each factor one of {sorted(TWIN_FACTORS)}, got {factor!r}")
     label = TWIN_FACTORS[factor]
     if data.index is None or "identity" not in data.labels or bool((data.labels["identity"] < 0).any()):
         raise ConfigError("twins need a world set with its sample index and 'identity' labels (render_world_set's; restrict may drop any other label)")
