@@ -86,3 +86,43 @@ def test_feature_norm_keeps_the_sigmoid_out_of_saturation():
     assert normed.encoder.projections["identity"].weight.grad.abs().sum() > 0
     normed.eval()  # inference uses the running statistics: one image alone is encoded
     assert normed.encode(x[:1])["identity"].shape == (1, 16)
+
+
+def test_adversary_norm_lets_the_reversed_heads_read_a_coordinate_at_any_amplitude():
+    torch.manual_seed(0)
+    cfg = UFEConfig(image_size=32, feature_dim=4, encoder_channels=[8, 8, 8], head_hidden=8, decoder_channel_base=64, decoder_channel_max=8, cross_heads=True)
+    plain, normed = UFE(description(), cfg), UFE(description(), UFEConfig(**{**cfg.__dict__, "adversary_norm": True}))
+    assert not any("adversary_norm" in k for k in plain.state_dict())  # off: the parameter names of older runs
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    # a feature whose first coordinate varies by 0.05 around a pinned value (a saturated unit),
+    # and the same coordinate at full size (20x)
+    full = {n: torch.rand(16, 4) for n in plain.feature_names}
+    small = {n: f.clone() for n, f in full.items()}
+    for f in small.values():
+        f[:, 0] = 0.95 + 0.05 * f[:, 0]
+    normed.train()
+    x_small = {n: f.clone().requires_grad_(True) for n, f in small.items()}
+    x_full = {n: f.clone().requires_grad_(True) for n, f in full.items()}
+    out_small, out_full = normed.classify_others(x_small), normed.classify_others(x_full)
+    # standardised per coordinate over the batch, the heads see the same input either way
+    for a in out_small:
+        assert torch.allclose(out_small[a], out_full[a], atol=1e-3)
+    z = normed.reversed_input(small, OTHERS)
+    assert torch.allclose(z.mean(0), torch.zeros(4), atol=1e-5) and torch.allclose(z.std(0, unbiased=False), torch.ones(4), atol=1e-2)
+    # the reversed gradient: 20x on the small coordinate (a fixed linear read of the standardised
+    # input), and minus a plain batch norm's through the heads
+    w = torch.randn(16, 4)
+    (normed.reversed_input(x_small, OTHERS) * w).sum().backward()
+    (normed.reversed_input(x_full, OTHERS) * w).sum().backward()
+    assert torch.allclose(x_small[OTHERS].grad[:, 0], 20 * x_full[OTHERS].grad[:, 0], rtol=1e-2, atol=1.0)  # eps: 0.5% of the small variance
+    assert torch.allclose(x_small[OTHERS].grad[:, 1:], x_full[OTHERS].grad[:, 1:])
+    x_small[OTHERS].grad = None
+    sum(o.sum() for o in out_small.values()).backward()
+    g_small = x_small[OTHERS].grad
+    f = small[OTHERS].clone().requires_grad_(True)
+    heads = normed.others_heads
+    sum(heads[a](torch.nn.functional.batch_norm(f, None, None, training=True, eps=1e-6)).sum() for a in heads).backward()
+    assert torch.allclose(g_small, -f.grad, rtol=1e-4, atol=1e-6)
+    # the cross heads read every attribute feature the same way; without the norm they see the raw feature
+    assert set(normed.classify_cross(x_small)) == set(normed.attributes)
+    assert not torch.allclose(plain.classify_others(small)["pose"], out_small["pose"], atol=1e-3)

@@ -53,6 +53,17 @@ def test_tiny_training_run_exports_reloads_and_resumes(tmp_path):
     assert steps == 6
 
 
+def test_a_run_with_standardised_adversaries_trains_and_reloads_their_statistics(tmp_path):
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["model.adversary_norm=true"])
+    data = synthetic_set()
+    stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    run, model = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    norm = model.adversary_norm["others"]
+    assert int(norm.num_batches_tracked) > 0 and not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
+    loaded = load_ufe(run.path)
+    assert torch.equal(loaded.adversary_norm["others"].running_var, norm.running_var)
+
+
 def test_alternating_batches_fill_missing_labels():
     a = synthetic_set()
     b = synthetic_set(seed=1).restrict(["age"], "b")

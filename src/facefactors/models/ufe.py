@@ -12,6 +12,9 @@ Architecture, sec. 3 "Architecture" and sec. 4.2 "Implementation details":
   *other* attribute, also through gradient reversal: eq. 4 applied between the labelled
   subspaces, so that e.g. the identity feature is pushed to forget pose (L_x in
   :mod:`facefactors.train.ufe_losses`);
+* optionally (``adversary_norm``, not in the paper) each reversed feature standardised per
+  coordinate (a non-affine batch norm) before those heads, so they read, and reverse, what a
+  coordinate carries at any amplitude, as the weak classifier of Fig. 2 does;
 * decoder D: a StyleGAN2 skip generator whose style, at every layer, is the concatenation of
   all features (attributes + others) in a fixed order.
 
@@ -51,6 +54,7 @@ class UFEConfig:
     attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
     cross_heads: bool = False  # adversarial heads feature x -> label y != x (not in the paper; see UFE.classify_cross)
     feature_norm: bool = False  # batch-normalise each subspace's pre-sigmoid values (not in the paper; see UFEEncoder)
+    adversary_norm: bool = False  # standardise each feature per coordinate before the reversed heads (not in the paper; see UFE.reversed_inputs)
 
 
 def cross_key(x: str, y: str) -> str:
@@ -147,6 +151,11 @@ class UFE(nn.Module):
              for x in self.attributes for y in self.attributes if x != y}
             if cfg.cross_heads else {}
         )
+        # One non-affine batch norm per feature read by reversed heads (adversary_norm).
+        self.adversary_norm = nn.ModuleDict(
+            # eps: standard deviations down to about 1e-3 are standardised (the weak classifier has no floor)
+            {n: nn.BatchNorm1d(cfg.feature_dim, eps=1e-6, affine=False) for n in [*self.attributes, OTHERS]} if cfg.adversary_norm else {}
+        )
         self.style_dim = cfg.feature_dim * (len(self.attributes) + 1)
         self.decoder = StyleSynthesis(
             self.style_dim, cfg.image_size, cfg.decoder_channel_base, cfg.decoder_channel_max, input_from_style=cfg.decoder_input_from_style
@@ -169,9 +178,21 @@ class UFE(nn.Module):
         """ph_ak(f_ak): class logits per attribute."""
         return {a: self.heads[a](features[a]) for a in self.attributes}  # {a: (B, C_a)}
 
+    def reversed_input(self, features: Features, name: str, reverse_scale: float = 1.0) -> torch.Tensor:
+        """GR(f_name), standardised per coordinate with ``adversary_norm`` (not in the paper).
+
+        Why: a coordinate pinned near a sigmoid's end can still vary a little with a label it
+        should not hold; the weak classifier (metrics/subspace.py) standardises every coordinate
+        and reads it, a head on the raw feature barely sees it. The norm divides by the batch's
+        standard deviation, so the head reads it at full size and its reversed gradient is
+        multiplied by the same factor (the norm has no parameters: the heads and the encoder
+        meet in the same standardised space)."""
+        f = grad_reverse(features[name], reverse_scale)  # (B, D)
+        return self.adversary_norm[name](f) if self.adversary_norm else f
+
     def classify_others(self, features: Features, reverse_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """ph_oth,k(GR(f_oth)): the heads learn normally, the encoder gets the reversed gradient."""
-        f = grad_reverse(features[OTHERS], reverse_scale)  # (B, D)
+        f = self.reversed_input(features, OTHERS, reverse_scale)  # (B, D)
         return {a: self.others_heads[a](f) for a in self.attributes}
 
     def classify_cross(self, features: Features, reverse_scale: float = 1.0) -> dict[str, dict[str, torch.Tensor]]:
@@ -179,7 +200,7 @@ class UFE(nn.Module):
         (a departure from the paper, which reverses only "others"). Empty without ``cross_heads``."""
         if not self.cross_heads:
             return {}
-        rev = {x: grad_reverse(features[x], reverse_scale) for x in self.attributes}  # each (B, D)
+        rev = {x: self.reversed_input(features, x, reverse_scale) for x in self.attributes}  # each (B, D)
         return {y: {x: self.cross_heads[cross_key(x, y)](rev[x]) for x in self.attributes if x != y} for y in self.attributes}
 
     def style(self, features: Features) -> torch.Tensor:
