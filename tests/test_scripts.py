@@ -333,3 +333,31 @@ def test_ufe_twin_distance_measures_each_feature_against_its_pose_twin(tmp_path)
     for args, message in ((["--factor", "camera"], "--factor camera: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4")):
         res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ufe_pin_idle_pins_a_planted_idle_unit_into_a_new_run(tmp_path):
+    import json
+
+    import torch
+
+    from facefactors.cli.main import main
+    from facefactors.train.ufe import load_ufe
+    from facefactors.utils.io import load_weights, save_weights
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run")])
+    weights, meta = load_weights(tmp_path / "run" / "weights.safetensors")
+    weights["encoder.projections.pose.weight"][1] *= 1e-5  # a unit training left unused
+    save_weights(tmp_path / "run" / "weights.safetensors", weights, meta)
+    script = str(ROOT / "scripts" / "ufe_pin_idle.py")
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--out", str(tmp_path / "pinned")], capture_output=True, text=True, check=True).stdout
+    metrics = json.loads((tmp_path / "pinned" / "metrics.json").read_text())
+    assert 1 in metrics["pinned"]["pose"] and "pose [" in out and metrics["pinned_from"] == str(tmp_path / "run")
+    assert {"weak_classifier", "silhouette"} <= set(metrics["held_out_matrices"]) and (tmp_path / "pinned" / "features.npz").is_file()
+    pinned = load_ufe(tmp_path / "pinned")
+    assert pinned.encoder.projections["pose"].weight[1].abs().max() == 0
+    original = load_ufe(tmp_path / "run")
+    for name in ("identity", "expression", "others"):  # untouched subspaces keep their weights
+        assert torch.equal(pinned.encoder.projections[name].weight, original.encoder.projections[name].weight) or name in metrics["pinned"]
+    for args, message in ((["--out", str(tmp_path / "pinned")], "not empty"), (["--out", str(tmp_path / "x"), "--max-std", "0"], "must be > 0")):
+        res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

@@ -126,3 +126,19 @@ def test_adversary_norm_lets_the_reversed_heads_read_a_coordinate_at_any_amplitu
     # the cross heads read every attribute feature the same way; without the norm they see the raw feature
     assert set(normed.classify_cross(x_small)) == set(normed.attributes)
     assert not torch.allclose(plain.classify_others(small)["pose"], out_small["pose"], atol=1e-3)
+
+
+def test_a_pinned_unit_gives_every_image_its_value_and_leaves_the_others_alone():
+    torch.manual_seed(0)
+    cfg = UFEConfig(image_size=32, feature_dim=4, encoder_channels=[8, 8, 8], decoder_channel_base=64, decoder_channel_max=8)
+    model = UFE(description(), cfg).eval()
+    x = torch.rand(5, 3, 32, 32)
+    before = model.encode(x)
+    model.encoder.pin("pose", [1, 3], torch.tensor([0.97, 0.02]))
+    after = model.encode(x)
+    assert torch.allclose(after["pose"][:, 1], torch.full((5,), 0.97)) and torch.allclose(after["pose"][:, 3], torch.full((5,), 0.02))
+    assert torch.equal(after["pose"][:, [0, 2]], before["pose"][:, [0, 2]])
+    assert all(torch.equal(after[n], before[n]) for n in model.feature_names if n != "pose")
+    normed = UFE(description(), UFEConfig(**{**cfg.__dict__, "feature_norm": True}))
+    with pytest.raises(UserError, match="feature_norm off"):
+        normed.encoder.pin("pose", [0], torch.tensor([0.5]))

@@ -1,5 +1,7 @@
 """A tiny end-to-end UFE training run (tiny preset): trains, exports, reloads, resumes."""
 
+import json
+
 import pytest
 import torch
 
@@ -62,6 +64,47 @@ def test_a_run_with_standardised_adversaries_trains_and_reloads_their_statistics
     assert int(norm.num_batches_tracked) > 0 and not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
     loaded = load_ufe(run.path)
     assert torch.equal(loaded.adversary_norm["others"].running_var, norm.running_var)
+
+
+def test_pin_idle_units_pins_what_hardly_moves_and_nothing_else():
+    from facefactors.train.ufe import pin_idle_units
+    from test_ufe_losses import tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    with torch.no_grad():  # a unit left unused: its dense weights ~1e-4 of the others'
+        model.encoder.projections["expression"].weight[2] *= 1e-4
+        model.encoder.projections["expression"].bias[2] = 3.5
+    x = torch.rand(40, 3, 32, 32)
+    spread = model.encode(x)["expression"].std(0)
+    assert spread[2] < 1e-4 and (spread[[0, 1, 3, 4, 5, 6, 7]] > 1e-3).all()
+    mean = model.encode(x)["expression"][:, 2].mean()
+    assert pin_idle_units(model, [x[:20], x[20:]], max_std=1e-3) == {"expression": [2]}
+    after = model.encode(torch.rand(3, 3, 32, 32))["expression"][:, 2]
+    assert torch.allclose(after, mean.expand(3), atol=1e-6)
+    with pytest.raises(UserError, match="at least 2 images"):
+        pin_idle_units(model, [x[:1]])
+
+
+def test_a_run_with_pin_idle_std_exports_the_pinned_weights(tmp_path):
+    from facefactors.utils.io import load_weights
+
+    # after 4 tiny steps every feature still sits near 0.5: a generous bound pins some units
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["model.pin_idle_std=0.05"])
+    data = synthetic_set()
+    stream = GroupedBatches(data, "identity", cfg.data.identities_per_batch, cfg.data.images_per_batch_identity)
+    run, model = train_ufe(cfg, tmp_path / "run", stream, data.description)
+    pinned = json.loads(run.metrics.read_text())["pinned"]
+    assert pinned and all(name in model.feature_names for name in pinned)
+    name, coords = next(iter(pinned.items()))
+    weights, _ = load_weights(run.weights)
+    assert weights[f"encoder.projections.{name}.weight"][coords].abs().max() == 0
+    loaded = load_ufe(run.path)
+    f = loaded.encode(data.batch(range(8))["image"])[name][:, coords]
+    assert torch.equal(f, f[:1].expand_as(f))
+    for bad, message in ((["model.pin_idle_std=-1"], ">= 0"), (["model.pin_idle_std=0.1", "model.feature_norm=true"], "feature_norm off")):
+        with pytest.raises(UserError, match=message):
+            train_ufe(load_config(UFETrainConfig, "ufe", "tiny", bad), tmp_path / "bad", stream, data.description)
 
 
 def test_alternating_batches_fill_missing_labels():

@@ -54,7 +54,10 @@ class UFEConfig:
     attributes: list[str] = field(default_factory=list)  # subspaces; [] = the description's labelled categorical factors
     cross_heads: bool = False  # adversarial heads feature x -> label y != x (not in the paper; see UFE.classify_cross)
     feature_norm: bool = False  # batch-normalise each subspace's pre-sigmoid values (not in the paper; see UFEEncoder)
-    adversary_norm: bool = False  # standardise each feature per coordinate before the reversed heads (not in the paper; see UFE.reversed_inputs)
+    adversary_norm: bool = False  # standardise each feature per coordinate before the reversed heads (not in the paper; see UFE.reversed_input)
+    # After training, coordinates whose std over training images is at most this are made
+    # constant (0 = off, the paper; not in the paper: see facefactors.train.ufe.pin_idle_units).
+    pin_idle_std: float = 0.0
 
 
 def cross_key(x: str, y: str) -> str:
@@ -121,6 +124,18 @@ class UFEEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Features:
         return {n: torch.sigmoid(v) for n, v in self.pre_sigmoid(image).items()}  # each (B, D)
+
+    @torch.no_grad()
+    def pin(self, name: str, coords: list[int], values: torch.Tensor) -> None:
+        """Make coordinates ``coords`` of subspace ``name`` constant: their dense weights zero and
+        their bias the logit of ``values`` (len(coords),), so every image gets exactly ``values``
+        (not in the paper; see facefactors.train.ufe.pin_idle_units)."""
+        if self.feature_norms is not None:
+            raise UserError("pinning units needs model.feature_norm off: the batch norm after the dense layer would re-scale a constant")
+        layer = self.projections[name]
+        index = torch.as_tensor(coords, dtype=torch.long)
+        layer.weight[index] = 0.0
+        layer.bias[index] = torch.logit(torch.as_tensor(values, dtype=layer.bias.dtype).clamp(1e-6, 1 - 1e-6))
 
 
 class UFE(nn.Module):

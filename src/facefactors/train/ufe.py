@@ -40,7 +40,7 @@ from facefactors.train.ufe_losses import (
     uses_perceptual_net,
 )
 from facefactors.utils.errors import UserError
-from facefactors.utils.io import load_module
+from facefactors.utils.io import load_module, save_module
 
 
 @dataclass
@@ -111,6 +111,13 @@ def check_loss_options(loss: UFELossConfig) -> None:
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"
         raise UserError(f"{' and '.join(wants)} {verb} recent batches: set --set loss.history=16 (the presets' value), or switch it off")
+
+
+def check_pinning(model: UFEConfig) -> None:
+    if model.pin_idle_std < 0:
+        raise UserError(f"model.pin_idle_std ({model.pin_idle_std}) must be >= 0 (0 = off)")
+    if model.pin_idle_std > 0 and model.feature_norm:
+        raise UserError("model.pin_idle_std needs model.feature_norm off: the batch norm after the dense layer would re-scale a pinned unit")
 
 
 def check_twins(cfg: UFETrainConfig) -> None:
@@ -217,6 +224,42 @@ class UFERecipe(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": late_decay_scheduler(opt, self.cfg.trainer.max_steps, o.schedule, o.decay_start, o.final_lr_scale)}
 
 
+@torch.no_grad()
+def pin_idle_units(model: UFE, batches, max_std: float = 1e-3) -> dict[str, list[int]]:
+    """Pin the idle units of every subspace: coordinates whose output varies by at most
+    ``max_std`` (standard deviation over ``batches``, an iterable of (B, 3, H, W) images, e.g.
+    training images) become exactly their mean (``UFEEncoder.pin``). Returns {subspace: coords}.
+
+    Not in the paper. Why: at the standard preset the features are nearly binary codes (std
+    0.35-0.5 per coordinate), but a few of the pose feature's units end training unused, their
+    dense weights shrunk to ~0.02 against ~3.7, their output moving by ~1e-4. That small motion
+    is a projection of the trunk, which knows the person, and the weak classifier of Fig. 2
+    standardises every coordinate before reading it: 3-5 such units carry all of pose -> identity
+    (docs/results.md, "Pinned idle units"). A constant coordinate carries nothing; the decoder
+    sees the same value it saw on average."""
+    model.eval()
+    total: dict[str, torch.Tensor] = {}
+    square: dict[str, torch.Tensor] = {}
+    count = 0
+    for images in batches:
+        for name, f in model.encode(images).items():
+            f = f.double()
+            total[name] = total.get(name, 0) + f.sum(0)
+            square[name] = square.get(name, 0) + (f * f).sum(0)
+        count += images.shape[0]
+    if count < 2:
+        raise UserError(f"pinning idle units needs at least 2 images to measure their spread; got {count}")
+    pinned = {}
+    for name in total:
+        mean = total[name] / count
+        std = ((square[name] / count - mean**2).clamp_min(0) * count / (count - 1)).sqrt()
+        coords = (std <= max_std).nonzero().flatten().tolist()
+        if coords:
+            model.encoder.pin(name, coords, mean[coords].float())
+            pinned[name] = coords
+    return pinned
+
+
 def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: DatasetDescription, overwrite: bool = False) -> tuple[RunDir, UFE]:
     """Train (or resume) a UFE run in ``out`` on an endless batch stream; returns the run and model."""
     from facefactors.train.perceptual import ensure_perceptual_net
@@ -225,6 +268,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
     ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
     check_loss_options(cfg.loss)  # before the run directory is written
     check_twins(cfg)
+    check_pinning(cfg.model)
     check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
@@ -232,7 +276,24 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
     trainer = build_trainer(cfg.trainer, run)
     fit(trainer, recipe, run, train_dataloaders=unbatched_loader(train_stream))
     recipe.model.eval()
+    if cfg.model.pin_idle_std > 0 and trainer.global_step >= cfg.trainer.max_steps:  # not a run stopped early
+        pinned = pin_idle_units(recipe.model, _images(train_stream, PIN_IMAGES), cfg.model.pin_idle_std)
+        save_module(run.weights, recipe.model, metadata={"class": type(recipe.model).__name__})
+        run.update_metrics({"pinned": pinned})
     return run, recipe.model
+
+
+PIN_IMAGES = 2000  # training images whose spread decides which units pin_idle_units pins
+
+
+def _images(stream, count: int):
+    """Image batches of an endless batch stream, ``count`` images or a few more."""
+    seen = 0
+    for batch in stream:
+        if seen >= count:
+            return
+        seen += batch["image"].shape[0]
+        yield batch["image"]
 
 
 def load_ufe(run_dir: str | Path, device: str | torch.device = "cpu") -> UFE:
