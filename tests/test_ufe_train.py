@@ -418,3 +418,14 @@ def test_rec_feature_factors_must_name_features_of_the_model():
     with pytest.raises(UserError, match=r"loss.rec_feature_factors names \['poes'\], not features") as err:
         UFERecipe(cfg, desc)
     assert "\n" not in str(err.value)
+
+
+def test_the_train_command_says_which_units_it_pinned(tmp_path, capsys):
+    from facefactors.cli.main import main
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", "model.pin_idle_std=0.05", "--no-evaluate"])
+    pinned = json.loads((tmp_path / "run" / "metrics.json").read_text())["pinned"]
+    said = capsys.readouterr().err
+    assert "idle units pinned (spread <= 0.05" in said
+    for name, coords in pinned.items():
+        assert f"{name} {coords}" in said.replace("\n", "")

@@ -32,6 +32,10 @@ def train(
     train_set, test = world_a_sets(cfg)
     stream, desc = train_stream(cfg, train_set)
     run, model = train_ufe(cfg, out, stream, desc, overwrite=overwrite)
+    pinned = json.loads(run.metrics.read_text()).get("pinned") if cfg.model.pin_idle_std > 0 and run.metrics.is_file() else None
+    if pinned is not None:
+        units = ", ".join(f"{name} {coords}" for name, coords in pinned.items()) or "none"
+        err.print(f"idle units pinned (spread <= {cfg.model.pin_idle_std:g} over training images): {units}")
     if evaluate:
         res = evaluate_matrices(model, test, run.path, tsne=False)
         # the whole matrices too: scripts/ufe_compare.py sets a run against other seeds entry by entry
