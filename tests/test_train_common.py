@@ -112,6 +112,21 @@ def test_resume_with_different_config_is_refused(tmp_path):
         prepare_run(tmp_path / "run", ToyConfig(width=5))
 
 
+def test_a_saved_option_whose_type_widened_to_a_list_still_matches(tmp_path):
+    # a run saved when data.twins was one name ("pose") resumes under the list type (["pose"]);
+    # a field the run did not know takes its default; a real change is still one
+    from facefactors.train.common import RunDir, config_differences
+    from facefactors.train.ufe import UFETrainConfig
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config.write_text("data: {twins: pose}\nloss: {twin: 30.0}\n")
+    cfg = from_dict(UFETrainConfig, parse_overrides(["data.twins=pose", "loss.twin=30"]))
+    assert cfg.data.twins == ["pose"] and config_differences(run, cfg) == []
+    cfg.loss.twin = 10.0
+    assert config_differences(run, cfg) == ["loss.twin: 30.0 -> 10.0"]
+
+
 def test_wrong_weights_give_one_line_error(tmp_path):
     cfg = ToyConfig()
     run, _ = prepare_run(tmp_path / "run", cfg)

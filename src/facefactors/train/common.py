@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from facefactors.config import save_config, to_dict
+from facefactors.config import from_dict, save_config, to_dict
 from facefactors.utils.device import apply_threads
 from facefactors.utils.errors import UserError
 from facefactors.utils.io import atomic_write_json, save_module
@@ -136,11 +136,16 @@ def config_differences(run: RunDir, cfg) -> list[str]:
 
     saved = yaml.safe_load(run.config.read_text()) or {}
     # A field added to the config after the run was saved takes its default, which by
-    # convention keeps the earlier behaviour; without this every old run stopped resuming.
+    # convention keeps the earlier behaviour; without this every old run stopped resuming. A
+    # field whose type widened (a name that became a list of names) is read as the config class
+    # reads it now, so "pose" and ["pose"] are the same option.
     try:
-        saved = _fill_missing(saved, to_dict(type(cfg)()))
-    except TypeError:  # a config class without defaults for every field
-        pass
+        saved = to_dict(from_dict(type(cfg), saved))
+    except (UserError, TypeError, ValueError):  # a field since removed, or a class without defaults
+        try:
+            saved = _fill_missing(saved, to_dict(type(cfg)()))
+        except TypeError:
+            pass
     return _config_diff(saved, to_dict(cfg), ignore=RESUME_MAY_CHANGE)
 
 
