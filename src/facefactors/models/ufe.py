@@ -196,7 +196,7 @@ class UFE(nn.Module):
     def reversed_input(self, features: Features, name: str, reverse_scale: float = 1.0) -> torch.Tensor:
         """GR(f_name), standardised per coordinate with ``adversary_norm`` (not in the paper).
 
-        Why: a coordinate pinned near a sigmoid's end can still vary a little with a label it
+        Why: a coordinate held near a sigmoid's end can still vary a little with a label it
         should not hold; the weak classifier (metrics/subspace.py) standardises every coordinate
         and reads it, a head on the raw feature barely sees it. The norm divides by the batch's
         standard deviation, so the head reads it at full size and its reversed gradient is
