@@ -31,7 +31,7 @@ from facefactors.utils.io import save_module
 
 def pin_run(run: str | Path, out: str | Path, max_std: float = 1e-3, images: int = 2000, progress: bool = True) -> dict:
     """Pin ``run``'s idle units into the new run directory ``out``; returns its metrics."""
-    from facefactors.experiments.ufe import evaluate_matrices
+    from facefactors.experiments.ufe import evaluate_matrices, held_out_metrics
 
     run, out = Path(run), Path(out)
     if max_std <= 0:
@@ -52,8 +52,7 @@ def pin_run(run: str | Path, out: str | Path, max_std: float = 1e-3, images: int
     save_module(out / "weights.safetensors", model, metadata={"class": type(model).__name__, "pinned_from": str(run)})
     test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, d.cache, progress)
     res = evaluate_matrices(model, test, out, tsne=False)
-    metrics = {"held_out": res["targets"], "held_out_matrices": {k: res[k] for k in ("weak_classifier", "silhouette")},
-               "pinned": pinned, "pinned_from": str(run), "pinned_max_std": max_std}
+    metrics = {**held_out_metrics(res), "pinned": pinned, "pinned_from": str(run), "pinned_max_std": max_std}
     RunDir(out).update_metrics(metrics)
     return metrics
 

@@ -24,7 +24,12 @@ def train(
 ) -> None:
     """Train on world A (identity, expression, lighting, pose labelled; 0/30 deg poses; RGB+NIR)."""
     from facefactors.config import load_config
-    from facefactors.experiments.ufe import evaluate_matrices, train_stream, world_a_sets
+    from facefactors.experiments.ufe import (
+        evaluate_matrices,
+        held_out_metrics,
+        train_stream,
+        world_a_sets,
+    )
     from facefactors.train.common import RunDir
     from facefactors.train.ufe import UFETrainConfig, train_ufe
 
@@ -39,7 +44,7 @@ def train(
     if evaluate:
         res = evaluate_matrices(model, test, run.path, tsne=False)
         # the whole matrices too: scripts/ufe_compare.py sets a run against other seeds entry by entry
-        RunDir(run.path).update_metrics({"held_out": res["targets"], "held_out_matrices": {k: res[k] for k in ("weak_classifier", "silhouette")}})
+        RunDir(run.path).update_metrics(held_out_metrics(res))
         _print_targets(res["targets"])
     err.print(f"[green]done[/]: {run.path} (weights.safetensors, features.npz, metrics.json)")
 

@@ -154,6 +154,12 @@ def evaluate_matrices(model: UFE, test: FaceTensorSet, out: Path, tag: str = "",
     return result
 
 
+def held_out_metrics(result: dict) -> dict:
+    """metrics.json's record of evaluate_matrices' result: the targets ("held_out") and the whole
+    matrices ("held_out_matrices"), which scripts/ufe_compare.py sets against other runs'."""
+    return {"held_out": result["targets"], "held_out_matrices": {k: result[k] for k in ("weak_classifier", "silhouette")}}
+
+
 def true_composite(world, params_a, params_b, take: list[str]):
     """Ground truth: A's parameters with the factors ``take`` from B, rendered by the world."""
     fields = {}
