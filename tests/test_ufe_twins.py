@@ -185,3 +185,17 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "standard", "full"])
+def test_every_preset_pairs_l_twin_with_its_twins(preset):
+    from facefactors.train.ufe import check_twins
+
+    cfg = load_config(UFETrainConfig, "ufe", preset)
+    check_twins(cfg)  # a preset with L_twin and no twins (or the reverse) would fail only at train time
+    # the standard preset trains with pose twins (docs/results.md, "Counterfactual twins"); the
+    # demo's quick preset and the paper's full one without
+    assert (cfg.data.twins, cfg.loss.twin) == ((["pose"], 30.0) if preset == "standard" else ([], 0.0))
+    off = load_config(UFETrainConfig, "ufe", preset, ["data.twins=", "loss.twin=0"])  # the change table's way back
+    check_twins(off)
+    assert (off.data.twins, off.loss.twin) == ([], 0.0)
