@@ -17,8 +17,9 @@ kernel: the between-class scatter) and the weak classifier both see; one that st
 held by the classes' shapes (one class tighter than another), which neither sees. With
 ``--within LABEL`` (e.g. camera) also the silhouette inside each class of that label, so a
 shift that is only a different mix of that label's classes shows as none, and the class means'
-scatter and silhouette once each class of that label is centred (a different mix of its classes
-then no longer moves the means).
+scatter, silhouette and weak-classifier accuracy once each class of that label is centred (a
+different mix of its classes then no longer moves the means; for ``--feature expression --label
+identity --within expression``, whether the person lives in how each face shows its class).
 
 Last, where the class means' scatter lies among the feature's principal directions: its share in
 the leading ones, unweighted (every unit of shift alike, whatever the direction's variance), next
@@ -217,7 +218,7 @@ def main() -> None:
                 print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f}")
         centred = within_class_residual(f, within)
         print(f"  each {args.within} centred: means' scatter {between_share(centred, y)[0]:.4f} (before {between_share(f, y)[0]:.4f}); "
-              f"silhouette {silhouette_score(centred, y):+.4f}")
+              f"silhouette {silhouette_score(centred, y):+.4f}; {args.label} read from it {cv_accuracy(centred, y)[0]:.3f} (before {cv_accuracy(f, y)[0]:.3f})")
     print(f"the {args.label} means' scatter in the {args.feature} feature's leading principal directions (unweighted / whitened, as L_ind sees it):")
     for k, raw, whitened in shift_in_leading_directions(f, y, args.eps):
         print(f"  leading {k:3d}: {raw:.2f} / {whitened:.2f}")

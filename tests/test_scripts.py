@@ -361,3 +361,32 @@ def test_ufe_pin_idle_pins_a_planted_idle_unit_into_a_new_run(tmp_path):
     for args, message in ((["--out", str(tmp_path / "pinned")], "not empty"), (["--out", str(tmp_path / "x"), "--max-std", "0"], "must be > 0")):
         res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ufe_leak_reads_the_person_from_within_each_class_only_where_it_lives_there(tmp_path):
+    # The expression feature as class codes. "within": each person shows every class a little
+    # their own way (a small personal offset); "mix": nothing personal, but each person shows one
+    # class far more often than the others, so the codes alone tell the people apart in part.
+    rng = np.random.default_rng(0)
+    people, per_person, classes = 12, 40, 3
+    person = np.repeat(np.arange(people), per_person)
+    codes = 4.0 * rng.standard_normal((classes, 8))
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    read = {}
+    for name in ("within", "mix"):
+        if name == "within":
+            expression = rng.integers(0, classes, len(person))
+            offset = 0.5 * rng.standard_normal((people, 8))[person]
+        else:
+            expression = np.where(rng.random(len(person)) < 0.8, person % classes, rng.integers(0, classes, len(person)))
+            offset = 0.0
+        f = codes[expression] + offset + 0.3 * rng.standard_normal((len(person), 8))
+        np.savez(tmp_path / f"{name}.npz", **{"features/expression": f, "labels/identity": person, "labels/expression": expression})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "expression", "--label", "identity", "--within", "expression"],
+                             capture_output=True, text=True, check=True).stdout
+        read[name] = [float(v) for v in re.search(r"identity read from it ([0-9.]+) \(before ([0-9.]+)\)", out).groups()]
+    chance = 1 / people
+    centred, before = read["within"]
+    assert centred > 5 * chance and abs(centred - before) < 0.15  # the person stays once the classes are centred
+    centred, before = read["mix"]
+    assert before > 2 * chance and centred < 1.6 * chance  # the classes' shares alone: centring removes it
