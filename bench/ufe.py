@@ -3,8 +3,10 @@
 Prints the device and threads, the machine's float32 matmul peak (a timed 2048^3 matmul), and
 at 64x64 (quick preset) and 128x128 (full preset):
 * training images/s (one L_full step, batch 32, with the layout and optimiser training uses) in
-  each phase of the preset's schedule (before L_ind, with L_ind, with L_ind and L_dis), and the
-  training time these make over the preset's steps (the phases' step counts times their times),
+  each phase of the preset's schedule (before L_ind, with L_ind, with L_ind and L_dis; with the
+  twins' encoder pass where the preset has L_twin), and the training time these make over the
+  preset's steps (the phases' step counts times their times), and the pass that pins idle units
+  after the last step (``model.pin_idle_std``),
 * L_ind's forward and backward alone, batched as training computes it, against one
   ``dependence`` call per (subspace, label) pair, and the whitening it needs,
 * encoding images/s: batch-1 latency and batch-64 throughput (encoder E alone, no grad),
@@ -17,6 +19,7 @@ The encoder must run faster than real time: >= 30 images/s at batch 1, 128x128.
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import replace
 
 import torch
@@ -31,7 +34,7 @@ from facefactors.models.ufe import UFE
 from facefactors.train.common import adam
 from facefactors.train.perceptual import PerceptualLoss
 from facefactors.train.rater import RaterTrainConfig
-from facefactors.train.ufe import UFETrainConfig
+from facefactors.train.ufe import PIN_IMAGES, UFETrainConfig, pin_idle_units
 from facefactors.train.ufe_losses import (
     FeatureHistory,
     UFELossConfig,
@@ -134,9 +137,12 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: 
         rater_cfg = load_config(RaterTrainConfig, "rater", cfg.loss.perceptual_net_preset)
         perceptual = PerceptualLoss(Rater(world_a_description(rater_cfg.model.image_size), rater_cfg.model)).to(device)
 
+    # L_twin (data.twins, the standard preset's pose twins) encodes one more batch per factor
+    twins = {factor: torch.rand_like(x) for factor in cfg.data.twins} if cfg.loss.twin > 0 else None
+
     def make_step(loss: UFELossConfig, dis_lambda: float):
         def step():
-            total, _ = ufe_losses(model, x, labels, loss, dis_lambda, history=history, perceptual=perceptual)
+            total, _ = ufe_losses(model, x, labels, loss, dis_lambda, history=history, perceptual=perceptual, twins=twins)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -155,6 +161,11 @@ def bench(preset: str, device: torch.device, repeats: int, peak: float, layout: 
         print(f"[{preset} {size}x{size}] train, {name} ({count} of {cfg.trainer.max_steps} steps; batch {B}, {layout_name}): {B / t_step:8.1f} img/s  "
               f"{f_step / t_step / 1e9:7.1f} GFLOP/s ({100 * f_step / t_step / 1e9 / peak:4.1f}% of peak)")
     print(f"[{preset} {size}x{size}] training time these make over the preset's {cfg.trainer.max_steps} steps: {projected:.0f} s ({projected / 60:.1f} min; without data loading, logging and checkpoints)")
+    if cfg.model.pin_idle_std > 0:  # once, at the end of training: one pass over PIN_IMAGES training images
+        images = torch.rand(PIN_IMAGES, 3, size, size, device=device)
+        with torch.no_grad():
+            t_pin = timeit(lambda: pin_idle_units(copy.deepcopy(model), images.split(64), cfg.model.pin_idle_std), device, 1, warmup=0)
+        print(f"[{preset} {size}x{size}] pinning idle units after the last step (one pass over {PIN_IMAGES} images): {t_pin:.1f} s")
     bench_independence(preset, cfg, history, device, repeats)
 
     model = model.to(memory_format=torch.contiguous_format).eval()  # inference (predict, experiments) runs NCHW
