@@ -186,7 +186,8 @@ def main() -> None:
             raise UserError(f"{args.erase_from} holds {args.feature} features of {other[0].shape[1]} dimensions, {args.features} of {f.shape[1]}; give features of the same model")
     except UserError as e:
         parser.error(str(e))
-    print(f"{args.label} read from the {args.feature} feature: {cv_accuracy(f, y)[0]:.3f} (all {f.shape[1]} coordinates)")
+    read_all = cv_accuracy(f, y)[0]
+    print(f"{args.label} read from the {args.feature} feature: {read_all:.3f} (all {f.shape[1]} coordinates)")
     std = f.std(0)
     for t in (0.01, 0.05, 0.1):
         above = std > t
@@ -218,7 +219,7 @@ def main() -> None:
                 print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f}")
         centred = within_class_residual(f, within)
         print(f"  each {args.within} centred: means' scatter {between_share(centred, y)[0]:.4f} (before {between_share(f, y)[0]:.4f}); "
-              f"silhouette {silhouette_score(centred, y):+.4f}; {args.label} read from it {cv_accuracy(centred, y)[0]:.3f} (before {cv_accuracy(f, y)[0]:.3f})")
+              f"silhouette {silhouette_score(centred, y):+.4f}; {args.label} read from it {cv_accuracy(centred, y)[0]:.3f} (before {read_all:.3f})")
     print(f"the {args.label} means' scatter in the {args.feature} feature's leading principal directions (unweighted / whitened, as L_ind sees it):")
     for k, raw, whitened in shift_in_leading_directions(f, y, args.eps):
         print(f"  leading {k:3d}: {raw:.2f} / {whitened:.2f}")
