@@ -5,8 +5,9 @@ much of it L_ind's whitening sees with and without per-coordinate standardisatio
 
 ``features.npz`` is what ``facefactors ufe experiment world_a`` writes (held-out identities).
 Prints the weak-classifier accuracy (the metric of Fig. 2) of the label read from all the
-feature's coordinates, from those whose standard deviation is above / at most each threshold,
-and the whitened between-class scatter as a share of the whitened total (chance about
+feature's coordinates (with ``--null N`` also its spread over N shuffles of the label and the
+share of shuffles that read as much: the reading's noise on these samples and its p-value), from
+those whose standard deviation is above / at most each threshold, and the whitened between-class scatter as a share of the whitened total (chance about
 (classes - 1) / (n - 1)) for the ridge L_ind uses, without and with ``loss.whiten_std_floor``.
 
 Then the silhouette of the label on the feature (Euclidean, as in the matrices of Fig. 2) and
@@ -49,7 +50,7 @@ import torch
 from sklearn.metrics import silhouette_score
 
 from facefactors.metrics.features import load_features, within_class_residual
-from facefactors.metrics.subspace import cv_accuracy
+from facefactors.metrics.subspace import chance_levels, cv_accuracy
 from facefactors.train.ufe_losses import dependence, whitening_matrix
 from facefactors.utils.errors import UserError
 
@@ -118,6 +119,16 @@ def shuffled_silhouette(f: np.ndarray, y: np.ndarray, draws: int = SHUFFLES, see
     return float(values.mean()), float(values.std()), float(values.max())
 
 
+def shuffled_reading(f: np.ndarray, y: np.ndarray, observed: float, draws: int, seed: int = 0) -> tuple[float, float, float, float, float]:
+    """(mean, sd, 95th percentile, largest, share at or above ``observed``) of the weak classifier's
+    accuracy (the metric of Fig. 2) with ``y`` shuffled over the rows of ``f``: what a feature that
+    holds none of the label reads on these samples by chance. The last is the permutation test's
+    p-value of the observed reading."""
+    rng = np.random.default_rng(seed)
+    values = np.array([cv_accuracy(f, rng.permutation(y))[0] for _ in range(draws)])
+    return float(values.mean()), float(values.std()), float(np.quantile(values, 0.95)), float(values.max()), float((values >= observed).mean())
+
+
 def shuffled_within_groups_silhouette(f: np.ndarray, y: np.ndarray, groups: np.ndarray, draws: int = SHUFFLES, seed: int = 0) -> tuple[float, float, float]:
     """(mean, sd, largest) silhouette of ``y`` shuffled inside each group (each group keeps its
     count of every class): the null of a feature that holds the groups but not the label."""
@@ -175,6 +186,7 @@ def main() -> None:
     parser.add_argument("--std-floor", type=float, default=0.01, help="loss.whiten_std_floor for the standardised whitening")
     parser.add_argument("--within", default=None, help="also the silhouette inside each class of this label (e.g. camera)")
     parser.add_argument("--erase-from", default=None, help="another features file: its class means' directions removed from these features")
+    parser.add_argument("--null", type=int, default=0, metavar="N", help="also read the label shuffled N times (about 0.7 s each for 800 x 128): the reading's noise and p-value")
     args = parser.parse_args()
     try:  # a run's features.npz or its folder; one-line errors naming the file and the fix
         features = load_features(args.features)
@@ -187,7 +199,12 @@ def main() -> None:
     except UserError as e:
         parser.error(str(e))
     read_all = cv_accuracy(f, y)[0]
-    print(f"{args.label} read from the {args.feature} feature: {read_all:.3f} (all {f.shape[1]} coordinates)")
+    _, majority = chance_levels(y)
+    print(f"{args.label} read from the {args.feature} feature: {read_all:.3f} = {read_all / majority:.2f}x majority chance (all {f.shape[1]} coordinates)")
+    if args.null > 0:
+        mean, sd, p95, top, p = shuffled_reading(f, y, read_all, args.null)
+        print(f"  with the labels shuffled ({args.null} draws): mean {mean:.3f}, sd {sd:.3f}, 95th percentile {p95:.3f} = {p95 / majority:.2f}x, "
+              f"largest {top:.3f} = {top / majority:.2f}x; share at or above {read_all:.3f}: {p:.3f}")
     std = f.std(0)
     for t in (0.01, 0.05, 0.1):
         above = std > t

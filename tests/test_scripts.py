@@ -390,3 +390,24 @@ def test_ufe_leak_reads_the_person_from_within_each_class_only_where_it_lives_th
     assert centred > 5 * chance and abs(centred - before) < 0.15  # the person stays once the classes are centred
     centred, before = read["mix"]
     assert before > 2 * chance and centred < 1.6 * chance  # the classes' shares alone: centring removes it
+
+
+def test_ufe_leak_null_separates_a_small_real_leak_from_shuffled_labels(tmp_path):
+    # 10 people x 20 images; "leak": each person's offset, small against the noise; "none": noise.
+    rng = np.random.default_rng(0)
+    person = np.repeat(np.arange(10), 20)
+    script = str(ROOT / "scripts" / "ufe_leak.py")
+    found = {}
+    for name, scale in (("leak", 0.6), ("none", 0.0)):
+        f = scale * rng.standard_normal((10, 16))[person] + rng.standard_normal((len(person), 16))
+        np.savez(tmp_path / f"{name}.npz", **{"features/expression": f, "labels/identity": person})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "expression", "--label", "identity", "--null", "20"],
+                             capture_output=True, text=True, check=True).stdout
+        read, ratio = (float(v) for v in re.search(r"identity read from the expression feature: ([0-9.]+) = ([0-9.]+)x majority chance", out).groups())
+        mean, p95, share = (float(v) for v in re.search(r"shuffled \(20 draws\): mean ([0-9.]+), sd [0-9.]+, 95th percentile ([0-9.]+) = [0-9.]+x, largest [0-9.]+ = [0-9.]+x; share at or above [0-9.]+: ([0-9.]+)", out).groups())
+        assert abs(ratio - read / 0.1) < 0.02  # majority chance of 10 equal classes
+        found[name] = (read, mean, p95, share)
+    read, mean, p95, share = found["leak"]
+    assert read > p95 and share == 0.0  # the person is there: no shuffle reads as much
+    read, mean, p95, share = found["none"]
+    assert abs(mean - 0.1) < 0.03 and share > 0.05  # the shuffles read chance, and as much as the feature
