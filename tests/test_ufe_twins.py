@@ -199,3 +199,36 @@ def test_every_preset_pairs_l_twin_with_its_twins(preset):
     off = load_config(UFETrainConfig, "ufe", preset, ["data.twins=", "loss.twin=0"])  # the change table's way back
     check_twins(off)
     assert (off.data.twins, off.loss.twin) == ([], 0.0)
+
+
+
+def test_an_unseen_identity_twin_is_a_person_of_the_split_outside_the_set():
+    import dataclasses
+
+    from facefactors.world.world import FaceWorld
+
+    wcfg, _ = small_train_set()
+    wcfg = dataclasses.replace(wcfg, train_identities=6)  # the split: people 0..5; the set: 0..2
+    data = render_world_set(wcfg, "train", 3, 4, progress=False)
+    twins = render_twins(wcfg, data, "unseen_identity", progress=False)
+    world = FaceWorld(wcfg)
+    # Independently: render each image's draw with each of the split's six people; every twin must
+    # be one of 3, 4, 5 (never a person of the set, its own included), more than one of them, and
+    # pose, expression, lighting, camera, eyeglasses and background its image's own.
+    candidates = [world.render(world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))) for person in range(6)]
+    errors = torch.stack([(c.image * 255 - twins.float()).abs().flatten(1).amax(1) for c in candidates])  # (people, N)
+    assert (errors.amin(0) <= 1.0).all()
+    person = errors.argmin(0)
+    assert (person >= 3).all() and len(set(person.tolist())) > 1
+    own = world.sample_params(data.index, "train", identities=data.labels["identity"])
+    twin = world.sample_params(data.index, "train", identities=person)
+    for field in ("pose", "expression_weights", "light", "camera", "eyeglasses", "background"):
+        assert torch.equal(getattr(twin, field), getattr(own, field)), field
+    # L_twin leaves the same subspaces free as for a twin of the set
+    f = {"identity": torch.zeros(2, 4), "others": torch.zeros(2, 4), "expression": torch.zeros(2, 2)}
+    g = {"identity": torch.ones(2, 4), "others": torch.ones(2, 4), "expression": torch.ones(2, 2)}
+    assert torch.isclose(twin_loss(f, g, "unseen_identity"), torch.tensor(1.0))
+    # a set that holds the whole split has nobody unseen
+    everyone = render_world_set(wcfg, "train", 6, 1, progress=False)
+    with pytest.raises(ConfigError, match="holds every person"):
+        render_twins(wcfg, everyone, "unseen_identity", progress=False)

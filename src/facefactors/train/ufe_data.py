@@ -230,7 +230,9 @@ def render_world_set(
 # The factors a twin can change, each with the label that names its class. An identity twin is
 # another person (of the same set) in the same draw: pose, expression, lighting, camera,
 # background, eyeglasses kept; shape, albedo and with them the person's hair (FaceWorld.draw_factor) changed.
-TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity"}
+# An unseen-identity twin is the same with a person of the world's split that the set does not
+# hold: a face no other loss trains on, so what L_twin asks of it is asked beyond the set's people.
+TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity"}
 
 
 def render_twins(
@@ -246,7 +248,8 @@ def render_twins(
     ``factor`` forced to another class of its label, drawn at random, and every other draw of the
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
     twin keeps even the factor's own jitter). An identity twin is another of the set's people in
-    the same draw. A twin differs from its image in that factor alone: whatever another subspace's
+    the same draw, an unseen-identity twin one of the split's people outside the set (refused
+    where the set holds them all). A twin differs from its image in that factor alone: whatever another subspace's
     feature changes between the two is that factor leaking into it, which ``twin_loss``
     (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
     from facefactors.data.progress import progress_bar
@@ -260,6 +263,12 @@ def render_twins(
     classes = data.description[label].num_classes
     if classes < 2:
         raise ConfigError(f"{label!r} has {classes} class in this world; a twin needs another one")
+    unseen = None
+    if factor == "unseen_identity":
+        held = set(data.labels["identity"].unique().tolist())
+        unseen = torch.tensor([i for i in range(world_config.split_sizes()[data.split]) if i not in held], dtype=torch.long)
+        if not len(unseen):
+            raise ConfigError(f"unseen_identity twins: the set holds every person of the world's {data.split} split; train on fewer identities or use identity twins")
     key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), factor, seed], default=str).encode()).hexdigest()[:16]
     path = Path(cache) / f"twins_{factor}_{data.split}_{len(data)}_{world_config.image_size}_{key}.npy" if cache else None
     if path is not None and path.is_file():
@@ -274,6 +283,8 @@ def render_twins(
     # class comes from the world's parameters, not data.labels, so a set restricted to other
     # labels (FaceTensorSet.restrict) still renders its twins.
     step = 1 + torch.randint(0, classes - 1, (len(data),), generator=torch.Generator().manual_seed(seed))
+    if unseen is not None:  # each twin a person drawn from those the set does not hold
+        stranger = unseen[torch.randint(0, len(unseen), (len(data),), generator=torch.Generator().manual_seed(seed))]
     images = []
     with progress_bar(progress) as bar:
         task = bar.add_task(f"rendering {factor} twins", total=len(data))
@@ -281,7 +292,9 @@ def render_twins(
             index = data.index[s : s + chunk]
             p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
             other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
-            if factor == "identity":  # every per-image draw is keyed by the sample index, so only the person changes
+            if unseen is not None:
+                p = world.sample_params(index, data.split, identities=stranger[s : s + chunk])
+            elif factor == "identity":  # every per-image draw is keyed by the sample index, so only the person changes
                 p = world.sample_params(index, data.split, identities=other)
             else:
                 p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
