@@ -57,26 +57,32 @@ def test_a_twin_takes_another_class_of_a_many_class_factor():
     assert not torch.equal(twins, render_twins(wcfg, data, "expression", progress=False, seed=2))
 
 
-def test_an_identity_twin_is_another_person_of_the_set_in_the_same_draw():
+def twin_people(wcfg, data, twins, people):
+    """Independently of render_twins: for each image, which of the split's first ``people``
+    people, rendered in the image's own draw, is its twin (asserting one is); and that pose,
+    expression, lighting, camera, eyeglasses and background are the image's own."""
     from facefactors.world.world import FaceWorld
 
-    wcfg, data = small_train_set(n=3, m=4)
-    twins = render_twins(wcfg, data, "identity", progress=False)
     world = FaceWorld(wcfg)
-    # Independently: find, for each image, the person of the set whose rendering in this image's
-    # draw is its twin; it must be another one, and pose, expression, lighting, camera, eyeglasses
-    # and background the image's own.
-    candidates = [world.render(world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))) for person in range(3)]
+    candidates = [world.render(world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))) for person in range(people)]
     errors = torch.stack([(c.image * 255 - twins.float()).abs().flatten(1).amax(1) for c in candidates])  # (people, N)
     assert (errors.amin(0) <= 1.0).all()
     person = errors.argmin(0)
-    assert (person != data.labels["identity"]).all()
-    assert len(set(person.tolist())) > 1  # which other person is drawn, not always the next
     own = world.sample_params(data.index, "train", identities=data.labels["identity"])
     twin = world.sample_params(data.index, "train", identities=person)
     for field in ("pose", "expression_weights", "light", "camera", "eyeglasses", "background"):
         assert torch.equal(getattr(twin, field), getattr(own, field)), field
     assert not torch.equal(twin.albedo, own.albedo)
+    return person
+
+
+def test_an_identity_twin_is_another_person_of_the_set_in_the_same_draw():
+    wcfg, data = small_train_set(n=3, m=4)
+    twins = render_twins(wcfg, data, "identity", progress=False)
+    # each twin is another person of the set, in the image's draw
+    person = twin_people(wcfg, data, twins, 3)
+    assert (person != data.labels["identity"]).all()
+    assert len(set(person.tolist())) > 1  # which other person is drawn, not always the next
 
 
 def test_twins_of_a_restricted_set_are_the_twins_of_the_whole_set():
@@ -205,25 +211,14 @@ def test_every_preset_pairs_l_twin_with_its_twins(preset):
 def test_an_unseen_identity_twin_is_a_person_of_the_split_outside_the_set():
     import dataclasses
 
-    from facefactors.world.world import FaceWorld
-
     wcfg, _ = small_train_set()
     wcfg = dataclasses.replace(wcfg, train_identities=6)  # the split: people 0..5; the set: 0..2
     data = render_world_set(wcfg, "train", 3, 4, progress=False)
     twins = render_twins(wcfg, data, "unseen_identity", progress=False)
-    world = FaceWorld(wcfg)
-    # Independently: render each image's draw with each of the split's six people; every twin must
-    # be one of 3, 4, 5 (never a person of the set, its own included), more than one of them, and
-    # pose, expression, lighting, camera, eyeglasses and background its image's own.
-    candidates = [world.render(world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))) for person in range(6)]
-    errors = torch.stack([(c.image * 255 - twins.float()).abs().flatten(1).amax(1) for c in candidates])  # (people, N)
-    assert (errors.amin(0) <= 1.0).all()
-    person = errors.argmin(0)
+    # each twin is one of the split's people outside the set (3, 4, 5; never the set's 0..2), in
+    # the image's draw, and not always the same one
+    person = twin_people(wcfg, data, twins, 6)
     assert (person >= 3).all() and len(set(person.tolist())) > 1
-    own = world.sample_params(data.index, "train", identities=data.labels["identity"])
-    twin = world.sample_params(data.index, "train", identities=person)
-    for field in ("pose", "expression_weights", "light", "camera", "eyeglasses", "background"):
-        assert torch.equal(getattr(twin, field), getattr(own, field)), field
     # L_twin leaves the same subspaces free as for a twin of the set
     f = {"identity": torch.zeros(2, 4), "others": torch.zeros(2, 4), "expression": torch.zeros(2, 2)}
     g = {"identity": torch.ones(2, 4), "others": torch.ones(2, 4), "expression": torch.ones(2, 2)}
