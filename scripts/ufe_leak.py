@@ -7,8 +7,9 @@ much of it L_ind's whitening sees with and without per-coordinate standardisatio
 Prints the weak-classifier accuracy (the metric of Fig. 2) of the label read from all the
 feature's coordinates (with ``--null N`` also its spread over N shuffles of the label and the
 share of shuffles that read as much: the reading's noise on these samples and its p-value), from
-those whose standard deviation is above / at most each threshold, and the whitened between-class scatter as a share of the whitened total (chance about
-(classes - 1) / (n - 1)) for the ridge L_ind uses, without and with ``loss.whiten_std_floor``.
+those whose standard deviation is above / at most each threshold, and the whitened between-class
+scatter as a share of the whitened total (chance about (classes - 1) / (n - 1)) for the ridge
+L_ind uses, without and with ``loss.whiten_std_floor``.
 
 Then the silhouette of the label on the feature (Euclidean, as in the matrices of Fig. 2) and
 the same silhouette once each class is moved to the common mean (and, for scale, the silhouette of

@@ -249,9 +249,9 @@ def render_twins(
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
     twin keeps even the factor's own jitter). An identity twin is another of the set's people in
     the same draw, an unseen-identity twin one of the split's people outside the set (refused
-    where the set holds them all). A twin differs from its image in that factor alone: whatever another subspace's
-    feature changes between the two is that factor leaking into it, which ``twin_loss``
-    (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
+    where the set holds them all). A twin differs from its image in that factor alone: whatever
+    another subspace's feature changes between the two is that factor leaking into it, which
+    ``twin_loss`` (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
     from facefactors.data.progress import progress_bar
     from facefactors.world.world import FaceWorld
 
@@ -290,14 +290,15 @@ def render_twins(
         task = bar.add_task(f"rendering {factor} twins", total=len(data))
         for s in range(0, len(data), chunk):
             index = data.index[s : s + chunk]
-            p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
-            other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
-            if unseen is not None:
+            if unseen is not None:  # every per-image draw is keyed by the sample index, so only the person changes
                 p = world.sample_params(index, data.split, identities=stranger[s : s + chunk])
-            elif factor == "identity":  # every per-image draw is keyed by the sample index, so only the person changes
-                p = world.sample_params(index, data.split, identities=other)
             else:
-                p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
+                p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
+                other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
+                if factor == "identity":  # likewise
+                    p = world.sample_params(index, data.split, identities=other)
+                else:
+                    p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
             images.append((world.render(p).image * 255).round().to(torch.uint8))
             bar.advance(task, len(index))
     twins = torch.cat(images)
