@@ -265,8 +265,8 @@ def render_twins(
         raise ConfigError(f"{label!r} has {classes} class in this world; a twin needs another one")
     unseen = None
     if factor == "unseen_identity":
-        held = set(data.labels["identity"].unique().tolist())
-        unseen = torch.tensor([i for i in range(world_config.split_sizes()[data.split]) if i not in held], dtype=torch.long)
+        people = torch.arange(world_config.split_sizes()[data.split])
+        unseen = people[~torch.isin(people, data.labels["identity"].long())]
         if not len(unseen):
             raise ConfigError(f"unseen_identity twins: the set holds every person of the world's {data.split} split; train on fewer identities or use identity twins")
     key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), factor, seed], default=str).encode()).hexdigest()[:16]
@@ -290,12 +290,14 @@ def render_twins(
         task = bar.add_task(f"rendering {factor} twins", total=len(data))
         for s in range(0, len(data), chunk):
             index = data.index[s : s + chunk]
-            if unseen is not None:  # every per-image draw is keyed by the sample index, so only the person changes
+            # every per-image draw is keyed by the sample index, so a twin of another person
+            # changes the person alone
+            if unseen is not None:
                 p = world.sample_params(index, data.split, identities=stranger[s : s + chunk])
             else:
                 p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
                 other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
-                if factor == "identity":  # likewise
+                if factor == "identity":
                     p = world.sample_params(index, data.split, identities=other)
                 else:
                     p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))

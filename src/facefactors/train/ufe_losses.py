@@ -625,9 +625,11 @@ def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
 
 
 # The subspaces a twin of each factor may move: its own, and for another person (an identity
-# twin, of the set or unseen) also those the person carries: "others" holds the hair, which varies around the person's
-# own (FaceWorld.draw_factor), and world B's age and gender are the person's (sec. 4.7).
-TWIN_FREE = {"identity": ("identity", OTHERS, "age", "gender"), "unseen_identity": ("identity", OTHERS, "age", "gender")}
+# twin, of the set or unseen) also those the person carries: "others" holds the hair, which
+# varies around the person's own (FaceWorld.draw_factor), and world B's age and gender are the
+# person's (sec. 4.7).
+_PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
+TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES}
 
 
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
