@@ -227,3 +227,16 @@ def test_an_unseen_identity_twin_is_a_person_of_the_split_outside_the_set():
     everyone = render_world_set(wcfg, "train", 6, 1, progress=False)
     with pytest.raises(ConfigError, match="holds every person"):
         render_twins(wcfg, everyone, "unseen_identity", progress=False)
+
+
+@pytest.mark.parametrize("command", [["ufe", "train"], ["ufe", "experiment", "world_a"]])
+def test_a_bad_twin_option_is_refused_before_rendering(command, tmp_path, capsys):
+    from facefactors.cli.main import main
+
+    cache = tmp_path / "cache"
+    argv = [*command, "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", f"data.cache={cache}", "--set", "loss.twin=3"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "needs twins to compare" in err and "Traceback" not in err
+    assert not cache.exists() and not any((tmp_path / "run").rglob("*"))  # nothing rendered, nothing written

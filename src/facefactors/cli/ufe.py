@@ -31,9 +31,10 @@ def train(
         world_a_sets,
     )
     from facefactors.train.common import RunDir
-    from facefactors.train.ufe import UFETrainConfig, train_ufe
+    from facefactors.train.ufe import UFETrainConfig, check_train_config, train_ufe
 
     cfg = load_config(UFETrainConfig, "ufe", preset, set_)
+    check_train_config(cfg)  # a mistyped option is refused before minutes of rendering, not after
     train_set, test = world_a_sets(cfg)
     stream, desc = train_stream(cfg, train_set)
     run, model = train_ufe(cfg, out, stream, desc, overwrite=overwrite)

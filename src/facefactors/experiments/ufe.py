@@ -36,7 +36,13 @@ from facefactors.models.ufe import OTHERS, UFE, mix_features
 from facefactors.train.common import RunDir, config_differences
 from facefactors.train.perceptual import ensure_perceptual_net
 from facefactors.train.rater import ensure_rater
-from facefactors.train.ufe import UFETrainConfig, check_twins, load_ufe, train_ufe
+from facefactors.train.ufe import (
+    UFETrainConfig,
+    check_train_config,
+    check_twins,
+    load_ufe,
+    train_ufe,
+)
 from facefactors.train.ufe_data import (
     AlternatingBatches,
     FaceTensorSet,
@@ -307,11 +313,15 @@ def _matrix_sections(res: dict, tag: str = "", tsne: bool = False) -> list[tuple
     return sections
 
 
-def _config(preset: str, overrides, **fields) -> UFETrainConfig:
+def _config(preset: str, overrides, check: bool = True, **fields) -> UFETrainConfig:
+    """The preset with ``overrides`` and ``fields`` (``section__name``: value), checked before any
+    rendering unless the caller changes it further (``check=False``) and checks it itself."""
     cfg = load_config(UFETrainConfig, "ufe", preset, overrides)
     for k, v in fields.items():
         section, name = k.split("__")
         setattr(getattr(cfg, section), name, v)
+    if check:
+        check_train_config(cfg)
     return cfg
 
 
@@ -359,9 +369,10 @@ def expression_only_config(preset: str, overrides=()) -> UFETrainConfig:
     paper does not have (L_x, L_ind, L_sat, the adversary fit) included: L_ind would otherwise
     still make the expression feature independent of identity, lighting and pose, whose labels
     are in every batch, and the baseline would no longer be a plain expression classifier."""
-    cfg = _config(preset, overrides, model__attributes=["expression"], model__cross_heads=False)
+    cfg = _config(preset, overrides, check=False, model__attributes=["expression"], model__cross_heads=False)
     cfg.loss = replace(cfg.loss, con=0.0, rec=0.0, oth=0.0, dis=0.0, cross=0.0, saturation=0.0, independence=0.0, adversary_fit=False, history=0, twin=0.0, **dict.fromkeys(PERCEPTUAL_TERMS.values(), 0.0))
     cfg.data.twins = []  # no L_twin, so no twins to render
+    check_train_config(cfg)
     return cfg
 
 

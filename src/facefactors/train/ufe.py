@@ -104,7 +104,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
     if uses_perceptual_net(loss) and not loss.perceptual_net:
         raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or {off}")
-    if uses_perceptual_net(loss) and not Path(loss.perceptual_net).is_dir():
+    if uses_perceptual_net(loss) and loss.perceptual_net != "auto" and not Path(loss.perceptual_net).is_dir():  # "auto": ensure_perceptual_net makes it
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
@@ -118,6 +118,15 @@ def check_pinning(model: UFEConfig) -> None:
         raise UserError(f"model.pin_idle_std ({model.pin_idle_std}) must be >= 0 (0 = off)")
     if model.pin_idle_std > 0 and model.feature_norm:
         raise UserError("model.pin_idle_std needs model.feature_norm off: the batch norm after the dense layer would re-scale a pinned unit")
+
+
+def check_train_config(cfg: UFETrainConfig) -> None:
+    """Every check the config alone allows: the commands call it before minutes of rendering,
+    train_ufe again once ensure_perceptual_net has resolved loss.perceptual_net=auto."""
+    check_loss_options(cfg.loss)
+    check_twins(cfg)
+    check_pinning(cfg.model)
+    check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
 
 
 def check_twins(cfg: UFETrainConfig) -> None:
@@ -266,10 +275,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
     from facefactors.train.ufe_data import unbatched_loader
 
     ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
-    check_loss_options(cfg.loss)  # before the run directory is written
-    check_twins(cfg)
-    check_pinning(cfg.model)
-    check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
+    check_train_config(cfg)  # before the run directory is written
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
     recipe = UFERecipe(cfg, description, run)
