@@ -18,7 +18,9 @@ falls to zero or below is held by a shift of the class means alone, which L_ind 
 kernel: the between-class scatter) and the weak classifier both see; one that stays positive is
 held by the classes' shapes (one class tighter than another), which neither sees. With
 ``--within LABEL`` (e.g. camera) also the silhouette inside each class of that label, so a
-shift that is only a different mix of that label's classes shows as none, and the class means'
+shift that is only a different mix of that label's classes shows as none, the label shuffled
+inside each class of that label (the null of a feature that holds that label but not this one:
+what a different mix alone scores), and the class means'
 scatter, silhouette and weak-classifier accuracy once each class of that label is centred (a
 different mix of its classes then no longer moves the means; for ``--feature expression --label
 identity --within expression``, whether the person lives in how each face shows its class).
@@ -231,6 +233,8 @@ def main() -> None:
         print(f"  the class means' directions of {args.erase_from} removed: share of these means' scatter along them "
               f"{share_along(f, y, basis):.2f}; silhouette {silhouette_score(f, y):+.4f} -> {silhouette_score(erased(f, basis), y):+.4f}")
     if within is not None:
+        mean, sd, top = shuffled_within_groups_silhouette(f, y, within)
+        print(f"  shuffled inside each {args.within} ({SHUFFLES} draws): mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f}")
         for c in np.unique(within):
             k = within == c
             if len(np.unique(y[k])) >= 2:

@@ -210,6 +210,12 @@ def test_ufe_leak_locates_a_shift_among_principal_directions_and_centres_the_wit
         np.savez(tmp_path / f"{name}.npz", **{"features/others": f, "labels/pose": pose, "labels/camera": camera})
         out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "others", "--label", "pose", "--within", "camera"], capture_output=True, text=True, check=True).stdout
         centred, before = (float(v) for v in re.search(r"each camera centred: means' scatter ([0-9.]+) \(before ([0-9.]+)\)", out).groups())
+        silhouette = float(re.search(r"silhouette of pose on the others feature: ([-+0-9.]+);", out).group(1))
+        null_mean, null_sd, null_top = (float(v) for v in re.search(r"shuffled inside each camera \(\d+ draws\): mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)", out).groups())
+        if name == "mix":  # the cameras' mix alone holds the silhouette: pose shuffled inside each camera scores as much
+            assert silhouette > 0.05 and abs(silhouette - null_mean) < 3 * null_sd + 0.005, (silhouette, null_mean, null_sd)
+        else:  # the cameras evenly mixed: the shift inside each camera scores above every shuffle
+            assert silhouette > null_top + 0.005, (silhouette, null_top)
         raw, whitened = (float(v) for v in re.search(r"leading   5: ([0-9.]+) / ([0-9.]+)", out).groups())
         assert "in the principal directions 1-5 / 6-16:" in out
         pushes[name] = {form: [float(v) for v in re.search(rf"{form} *: ([0-9.e+-]+) / ([0-9.e+-]+)", out).groups()] for form in ("whitened", "unwhitened")}
@@ -330,7 +336,31 @@ def test_ufe_twin_distance_measures_each_feature_against_its_pose_twin(tmp_path)
         pairs = [float(((f[name][a] - f[name][b]) ** 2).sum()) / dim for a in range(len(test)) for b in range(a + 1, len(test)) if person[a] == person[b]]
         assert len(pairs) == 4 * 6
         assert printed[name][0] == pytest.approx(twin, abs=1e-4) and printed[name][1] == pytest.approx(sum(pairs) / len(pairs), abs=1e-4)
-    for args, message in ((["--factor", "camera"], "--factor camera: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4")):
+    # --silhouette: the silhouettes by pose against a direct reading of the definition
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--silhouette", "--shuffles", "3"], capture_output=True, text=True, check=True).stdout
+    sil = {m[0]: [float(v) for v in m[1:]] for m in re.findall(r"(\w+) *: set ([-+0-9.]+) +shuffled ([-+0-9.]+) sd [0-9.]+ max [-+0-9.]+ +at 0 ([-+0-9.]+) +at 1 ([-+0-9.]+) +with twins ([-+0-9.]+)", out)}
+    pose = test.labels["pose"].numpy()
+    assert set(sil) == set(f) and 0 < pose.sum() < len(pose)
+
+    def silhouette(x, y):
+        d = torch.cdist(x.double(), x.double()).numpy()
+        scores = []
+        for i in range(len(y)):
+            own = (y == y[i]) & (np.arange(len(y)) != i)
+            a = d[i, own].mean()
+            b = min(d[i, y == c].mean() for c in set(y.tolist()) if c != y[i])
+            scores.append((b - a) / max(a, b))
+        return float(np.mean(scores))
+
+    for name in f:
+        at0 = torch.where(torch.as_tensor(pose == 0)[:, None], f[name], g[name])
+        at1 = torch.where(torch.as_tensor(pose == 1)[:, None], f[name], g[name])
+        both = silhouette(torch.cat([f[name], g[name]]), np.concatenate([pose, 1 - pose]))
+        assert sil[name][0] == pytest.approx(silhouette(f[name], pose), abs=1e-4)
+        assert sil[name][2:] == pytest.approx([silhouette(at0, pose), silhouette(at1, pose), both], abs=1e-4)
+        assert -1 <= sil[name][1] <= 1
+    for args, message in ((["--factor", "camera"], "--factor camera: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4"),
+                          (["--factor", "identity", "--silhouette"], "needs a factor of two classes")):
         res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
