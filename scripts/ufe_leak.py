@@ -6,7 +6,9 @@ much of it L_ind's whitening sees with and without per-coordinate standardisatio
 ``features.npz`` is what ``facefactors ufe experiment world_a`` writes (held-out identities).
 Prints the weak-classifier accuracy (the metric of Fig. 2) of the label read from all the
 feature's coordinates (with ``--null N`` also its spread over N shuffles of the label and the
-share of shuffles that read as much: the reading's noise on these samples and its p-value), from
+share of shuffles that read as much: the reading's noise on these samples and its p-value; with
+``--null-within LABEL`` too, the same with the label shuffled inside each class of LABEL, what a
+feature that holds LABEL alone reads through these samples' uneven mix of the two), from
 those whose standard deviation is above / at most each threshold, and the whitened between-class
 scatter as a share of the whitened total (chance about (classes - 1) / (n - 1)) for the ridge
 L_ind uses, without and with ``loss.whiten_std_floor``.
@@ -122,28 +124,32 @@ def shuffled_silhouette(f: np.ndarray, y: np.ndarray, draws: int = SHUFFLES, see
     return float(values.mean()), float(values.std()), float(values.max())
 
 
-def shuffled_reading(f: np.ndarray, y: np.ndarray, observed: float, draws: int, seed: int = 0) -> tuple[float, float, float, float, float]:
+def shuffled_reading(f: np.ndarray, y: np.ndarray, observed: float, draws: int, seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float, float, float, float]:
     """(mean, sd, 95th percentile, largest, share at or above ``observed``) of the weak classifier's
     accuracy (the metric of Fig. 2) with ``y`` shuffled over the rows of ``f``: what a feature that
     holds none of the label reads on these samples by chance. The last is the permutation test's
-    p-value of the observed reading."""
+    p-value of the observed reading. With ``groups``, ``y`` is shuffled inside each group (each
+    keeps its count of every class): what a feature that holds the groups but not the label reads
+    through the groups' uneven mix of the label's classes."""
     rng = np.random.default_rng(seed)
-    values = np.array([cv_accuracy(f, rng.permutation(y))[0] for _ in range(draws)])
+    values = np.array([cv_accuracy(f, shuffled_within(y, groups, rng) if groups is not None else rng.permutation(y))[0] for _ in range(draws)])
     return float(values.mean()), float(values.std()), float(np.quantile(values, 0.95)), float(values.max()), float((values >= observed).mean())
+
+
+def shuffled_within(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``y`` shuffled inside each group of ``groups`` (each group keeps its count of every class)."""
+    shuffled = y.copy()
+    for g in np.unique(groups):
+        i = np.flatnonzero(groups == g)
+        shuffled[i] = rng.permutation(y[i])
+    return shuffled
 
 
 def shuffled_within_groups_silhouette(f: np.ndarray, y: np.ndarray, groups: np.ndarray, draws: int = SHUFFLES, seed: int = 0) -> tuple[float, float, float]:
     """(mean, sd, largest) silhouette of ``y`` shuffled inside each group (each group keeps its
     count of every class): the null of a feature that holds the groups but not the label."""
     rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    values = []
-    for _ in range(draws):
-        shuffled = y.copy()
-        for i in members:
-            shuffled[i] = rng.permutation(y[i])
-        values.append(silhouette_score(f, shuffled))
-    values = np.array(values)
+    values = np.array([silhouette_score(f, shuffled_within(y, groups, rng)) for _ in range(draws)])
     return float(values.mean()), float(values.std()), float(values.max())
 
 
@@ -190,11 +196,15 @@ def main() -> None:
     parser.add_argument("--within", default=None, help="also the silhouette inside each class of this label (e.g. camera)")
     parser.add_argument("--erase-from", default=None, help="another features file: its class means' directions removed from these features")
     parser.add_argument("--null", type=int, default=0, metavar="N", help="also read the label shuffled N times (about 0.7 s each for 800 x 128): the reading's noise and p-value")
+    parser.add_argument("--null-within", default=None, metavar="LABEL", help="with --null: also shuffle inside each class of LABEL (e.g. expression for --feature expression --label identity)")
     args = parser.parse_args()
     try:  # a run's features.npz or its folder; one-line errors naming the file and the fix
         features = load_features(args.features)
         f, y = features.pair(args.feature, args.label)
         within = features.pair(args.feature, args.within)[1] if args.within else None
+        null_groups = features.pair(args.feature, args.null_within)[1] if args.null_within else None
+        if null_groups is not None and args.null <= 0:
+            raise UserError("--null-within shuffles the label for --null: give --null N as well (e.g. --null 30)")
         people = features.labels.get("identity") if args.label != "identity" else None
         other = load_features(args.erase_from).pair(args.feature, args.label) if args.erase_from else None
         if other is not None and other[0].shape[1] != f.shape[1]:
@@ -207,6 +217,10 @@ def main() -> None:
     if args.null > 0:
         mean, sd, p95, top, p = shuffled_reading(f, y, read_all, args.null)
         print(f"  with the labels shuffled ({args.null} draws): mean {mean:.3f}, sd {sd:.3f}, 95th percentile {p95:.3f} = {p95 / majority:.2f}x, "
+              f"largest {top:.3f} = {top / majority:.2f}x; share at or above {read_all:.3f}: {p:.3f}")
+    if null_groups is not None:
+        mean, sd, p95, top, p = shuffled_reading(f, y, read_all, args.null, groups=null_groups)
+        print(f"  shuffled inside each {args.null_within} ({args.null} draws): mean {mean:.3f} = {mean / majority:.2f}x, sd {sd:.3f}, 95th percentile {p95:.3f} = {p95 / majority:.2f}x, "
               f"largest {top:.3f} = {top / majority:.2f}x; share at or above {read_all:.3f}: {p:.3f}")
     std = f.std(0)
     for t in (0.01, 0.05, 0.1):

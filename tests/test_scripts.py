@@ -441,3 +441,22 @@ def test_ufe_leak_null_separates_a_small_real_leak_from_shuffled_labels(tmp_path
     assert read > p95 and share == 0.0  # the person is there: no shuffle reads as much
     read, mean, p95, share = found["none"]
     assert abs(mean - 0.1) < 0.03 and share > 0.05  # the shuffles read chance, and as much as the feature
+    # --null-within: each person shows mostly one of 4 expressions and the feature holds the
+    # expression alone; it reads the person through that mix, far above the plain shuffles, and as
+    # much as identity shuffled inside each expression ("mix"); a person's own offset reads more ("leak")
+    expression = np.where(rng.random(len(person)) < 0.7, person % 4, rng.integers(0, 4, len(person)))
+    for name, scale in (("mix", 0.0), ("leak", 1.0)):
+        f = 3.0 * np.eye(4)[expression] @ rng.standard_normal((4, 16)) + scale * rng.standard_normal((10, 16))[person] + rng.standard_normal((len(person), 16))
+        np.savez(tmp_path / f"{name}.npz", **{"features/expression": f, "labels/identity": person, "labels/expression": expression})
+        out = subprocess.run([sys.executable, script, str(tmp_path / f"{name}.npz"), "--feature", "expression", "--label", "identity", "--null", "20", "--null-within", "expression"],
+                             capture_output=True, text=True, check=True).stdout
+        read = float(re.search(r"identity read from the expression feature: ([0-9.]+)", out).group(1))
+        plain_top = float(re.search(r"shuffled \(20 draws\): .*largest ([0-9.]+) =", out).group(1))
+        within_mean, within_top, share = (float(v) for v in re.search(r"shuffled inside each expression \(20 draws\): mean ([0-9.]+) = .*largest ([0-9.]+) = [0-9.]+x; share at or above [0-9.]+: ([0-9.]+)", out).groups())
+        assert read > plain_top, (name, read, plain_top)
+        if name == "mix":
+            assert abs(read - within_mean) < 0.08 and share > 0.05, (read, within_mean, share)
+        else:
+            assert read > within_top and share == 0.0, (read, within_top)
+    res = subprocess.run([sys.executable, script, str(tmp_path / "mix.npz"), "--feature", "expression", "--label", "identity", "--null-within", "expression"], capture_output=True, text=True)
+    assert res.returncode == 2 and "give --null N as well" in res.stderr and "Traceback" not in res.stderr
