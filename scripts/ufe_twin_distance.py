@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--silhouette", action="store_true", help="also each feature's silhouette by the factor (two classes): the set, shuffled, encoded at one class, with its twins")
     parser.add_argument("--shuffles", type=int, default=30, help="with --silhouette: how many shuffles of the labels")
     args = parser.parse_args()
+    if args.shuffles < 0:
+        parser.error(f"--shuffles {args.shuffles}: give 0 or more")
     try:
         data, own, moved = encode_with_twins(args.run, args.factor, args.split, args.people)
         sil = twin_silhouettes(data.labels[TWIN_FACTORS[args.factor]].numpy(), own, moved, args.shuffles) if args.silhouette else None

@@ -360,7 +360,7 @@ def test_ufe_twin_distance_measures_each_feature_against_its_pose_twin(tmp_path)
         assert sil[name][2:] == pytest.approx([silhouette(at0, pose), silhouette(at1, pose), both], abs=1e-4)
         assert -1 <= sil[name][1] <= 1
     for args, message in ((["--factor", "camera"], "--factor camera: one of"), (["--people", "9"], "has 4 people; ask for 2 to 4"),
-                          (["--factor", "identity", "--silhouette"], "needs a factor of two classes")):
+                          (["--factor", "identity", "--silhouette"], "needs a factor of two classes"), (["--silhouette", "--shuffles", "-1"], "give 0 or more")):
         res = subprocess.run([sys.executable, script, str(tmp_path / "run"), *args], capture_output=True, text=True)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
