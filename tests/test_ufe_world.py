@@ -215,6 +215,41 @@ def test_target_check_counts_the_off_diagonal_entries_over_the_limit():
     assert t["silhouette_diagonal_ok"] and t["silhouette_offdiag_max"] == pytest.approx(0.10) and not t["silhouette_offdiag_ok"]
 
 
+def test_silhouette_by_camera_scores_each_domain_alone(tmp_path):
+    # The camera mixed unevenly over the poses (70% / 30% NIR) and a feature that holds the camera
+    # alone: the whole set's pose entry is positive, inside each camera it is not (what a pose-free
+    # "others" shows on a held-out draw whose poses hold the cameras in different shares).
+    from sklearn.metrics import silhouette_score
+
+    from facefactors.experiments.ufe import _matrix_sections, evaluate_matrices
+    from facefactors.experiments.ufe_eval import silhouette_by_group, silhouette_matrix
+    from facefactors.models.ufe import UFE, UFEConfig
+
+    rng = np.random.default_rng(0)
+    n = 400
+    pose = np.arange(n) % 2
+    camera = (rng.random(n) < np.where(pose == 1, 0.7, 0.3)).astype(int)
+    feats = {"others": rng.standard_normal((n, 8)) + 6.0 * camera[:, None], "pose": rng.standard_normal((n, 8)) + 3.0 * pose[:, None]}
+    labels = {"pose": pose, "camera": camera}
+    whole = silhouette_matrix(feats, labels, ["others", "pose"], ["pose"])["silhouette"]
+    by = silhouette_by_group(feats, labels, ["others", "pose"], ["pose"], "camera", ("rgb", "nir"))
+    assert set(by) == {"rgb", "nir"} and whole[0][0] > 0.05
+    for c, name in enumerate(("rgb", "nir")):
+        keep = camera == c
+        expected = [silhouette_score(feats[x][keep], pose[keep]) for x in ("others", "pose")]
+        assert [row[0] for row in by[name]["silhouette"]] == pytest.approx(expected)
+        assert abs(by[name]["silhouette"][0][0]) < 0.2 * whole[0][0] and by[name]["silhouette"][1][0] > 0.3
+    # evaluate_matrices adds it for a set with both cameras, and the report shows each domain
+    data = render_world_set(world_a_config(UFEDataConfig(world_seed=3, yaw_domains=[0.0, 30.0], nir_probability=0.5), image_size=32), "test", 4, 6, progress=False)
+    attributes = data.restrict(["identity", "expression", "lighting", "pose"], "world-a").description
+    model = UFE(attributes, UFEConfig(image_size=32, feature_dim=8, encoder_channels=[8, 8, 8], head_hidden=8, decoder_channel_base=64, decoder_channel_max=8))
+    res = evaluate_matrices(model.eval(), data, tmp_path, tsne=False)
+    cams = data.labels["camera"].unique().tolist()
+    assert (set(res.get("silhouette_by_camera", {})) == {("rgb", "nir")[c] for c in cams}) if len(cams) > 1 else "silhouette_by_camera" not in res
+    titles = [head for head, _ in _matrix_sections(res)]
+    assert sum("camera domain" in t for t in titles) == (len(cams) if len(cams) > 1 else 0)
+
+
 def test_factor_codes_are_the_parameters_side_by_side():
     from facefactors.experiments.ufe import SUBSPACE_FIELDS
     from facefactors.world.ground_truth import factor_codes

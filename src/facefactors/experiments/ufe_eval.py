@@ -56,6 +56,20 @@ def silhouette_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndar
     return {"x": r["rows"], "y": r["cols"], "silhouette": np.asarray(r["silhouette"]).tolist()}
 
 
+def silhouette_by_group(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], group: str, names: tuple[str, ...] = ()) -> dict[str, dict]:
+    """{class of the label ``group``: :func:`silhouette_matrix` of the samples of that class}
+    (named by ``names`` where given). Inside one camera domain, say, a camera mixed unevenly over
+    another label's classes in this draw of samples no longer moves that label's entries, as it
+    moves the whole set's (docs/results.md, "'Others' by pose is the held-out draw's camera mix")."""
+    g = np.asarray(labels[group])
+    out = {}
+    for c in np.unique(g[g >= 0]):
+        keep = g == c
+        name = names[c] if 0 <= c < len(names) else str(c)
+        out[name] = silhouette_matrix({x: np.asarray(features[x])[keep] for x in xs}, {y: np.asarray(labels[y])[keep] for y in ys}, xs, ys)
+    return out
+
+
 def knn_matrix(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], xs: list[str], ys: list[str], k: int = 10, seed: int = 0) -> dict:
     """Accuracy of a k-nearest-neighbour classifier (standardised features, the same stratified
     5 folds as the weak classifiers) reading label y from feature x: what a *nonlinear* reader
