@@ -158,6 +158,16 @@ def test_ufe_train_stores_the_matrices_ufe_compare_reads(tmp_path):
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())["held_out_matrices"]
     assert stored["weak_classifier"]["x"] == ["identity", "expression", "lighting", "pose", "others"]
     assert np.asarray(stored["silhouette"]["silhouette"]).shape == (5, 4)
+    # and the silhouettes inside each camera domain, as recomputed from features.npz's images of that camera
+    from facefactors.experiments.ufe_eval import silhouette_matrix
+    from facefactors.metrics.features import load_features
+
+    feats = load_features(tmp_path / "run" / "features.npz")
+    assert set(stored["silhouette_by_camera"]) == {"rgb", "nir"}
+    for c, camera in enumerate(("rgb", "nir")):
+        keep = feats.labels["camera"] == c
+        again = silhouette_matrix({x: v[keep] for x, v in feats.features.items()}, {y: v[keep] for y, v in feats.labels.items()}, stored["silhouette"]["x"], stored["silhouette"]["y"])
+        assert np.allclose(np.asarray(stored["silhouette_by_camera"][camera]["silhouette"], dtype=float), np.asarray(again["silhouette"], dtype=float), equal_nan=True)
     # the stored matrices and those recomputed from the run's features.npz are the same numbers (2 x 5 x 4 entries)
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "features.npz").write_bytes((tmp_path / "run" / "features.npz").read_bytes())

@@ -166,8 +166,9 @@ def evaluate_matrices(model: UFE, test: FaceTensorSet, out: Path, tag: str = "",
 
 def held_out_metrics(result: dict) -> dict:
     """metrics.json's record of evaluate_matrices' result: the targets ("held_out") and the whole
-    matrices ("held_out_matrices"), which scripts/ufe_compare.py sets against other runs'."""
-    return {"held_out": result["targets"], "held_out_matrices": {k: result[k] for k in ("weak_classifier", "silhouette")}}
+    matrices ("held_out_matrices", with the silhouettes inside each camera domain where the set has
+    both), which scripts/ufe_compare.py sets against other runs'."""
+    return {"held_out": result["targets"], "held_out_matrices": {k: result[k] for k in ("weak_classifier", "silhouette", "silhouette_by_camera") if k in result}}
 
 
 def true_composite(world, params_a, params_b, take: list[str]):
