@@ -313,8 +313,9 @@ def _matrix_sections(res: dict, tag: str = "", tsne: bool = False) -> list[tuple
         (f"Silhouette {tag}", ev.matrix_markdown(res["silhouette"], "silhouette") + f"\n\n![silhouette](silhouette{tag}.png)"),
         (f"Targets {tag}", "\n".join(f"- {k}: {v}" for k, v in t.items())),
     ]
-    sections[2:2] = [(f"Silhouette {tag} inside the {camera} camera domain (a camera mixed unevenly over a label's classes in the held-out draw moves the whole set's entries, not these)",
-                      ev.matrix_markdown(m, "silhouette", "{:+.4f}")) for camera, m in res.get("silhouette_by_camera", {}).items()]
+    sections[2:2] = [(f"Silhouette {tag} inside the {camera} camera domain",
+                      "This camera's held-out images alone: an uneven mix of the cameras over a label's classes, which moves the whole set's entries, cannot move these.\n\n"
+                      + ev.matrix_markdown(m, "silhouette", "{:+.4f}")) for camera, m in res.get("silhouette_by_camera", {}).items()]
     if tsne:
         sections.append((f"t-SNE{' ' + tag if tag else ''} of each feature (rows) coloured by each label (columns), 6 held-out identities", f"![tsne](tsne{tag}.png)"))
     return sections

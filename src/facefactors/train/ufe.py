@@ -29,6 +29,7 @@ from facefactors.train.common import (
     late_decay_scheduler,
     prepare_run,
 )
+from facefactors.train.perceptual import AUTO
 from facefactors.train.ufe_data import TWIN_FACTORS
 from facefactors.train.ufe_losses import (
     PERCEPTUAL_TERMS,
@@ -104,7 +105,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
     if uses_perceptual_net(loss) and not loss.perceptual_net:
         raise UserError("loss.perceptual > 0 needs loss.perceptual_net, a rater run directory: train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out DIR`, set loss.perceptual_net=auto, or {off}")
-    if uses_perceptual_net(loss) and loss.perceptual_net != "auto" and not Path(loss.perceptual_net).is_dir():  # "auto": ensure_perceptual_net makes it
+    if uses_perceptual_net(loss) and loss.perceptual_net != AUTO and not Path(loss.perceptual_net).is_dir():  # AUTO: ensure_perceptual_net makes it
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
