@@ -151,7 +151,7 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     _, data = small_set(n=3, m=4)
     rater = _RecordingRater()
     res = user_study(tiny_model().eval(), rater, data, n=40, controls=0.5)
-    assert set(res) == {"vs_input", "vs_reconstruction", "with_others", "decoder_fidelity", "n"}
+    assert set(res) == {"vs_input", "vs_reconstruction", "with_others", "decoder_fidelity", "decoder_confusion", "n"}
     controls = res["vs_reconstruction"]["per_attribute"]["none"]
     assert controls["n"] > 5 and controls["accuracy"] == 1.0  # nothing swapped: exactly D(E(A))
     swaps = res["vs_reconstruction"]["confusion"]
@@ -165,6 +165,26 @@ def test_user_study_controls_decode_to_the_reconstruction_and_the_others_diagnos
     agree = (p_a["expression"].argmax(1) == p_rec["expression"].argmax(1)).float().mean()
     cosine = (e_a * e_rec).sum(-1).mean()
     assert res["decoder_fidelity"] == pytest.approx({"expression": float(agree), "identity": float(cosine)})
+    # ... and which class D(E(A)) is read as, against A's: the counts of the pairs themselves
+    confusion = res["decoder_confusion"]["expression"]
+    assert confusion["classes"] == ["0", "1"]  # the toy rater's 2 classes; the set's expression has 6 names
+    pairs = list(zip(p_a["expression"].argmax(1).tolist(), p_rec["expression"].argmax(1).tolist()))
+    assert confusion["counts"] == [[pairs.count((i, j)) for j in range(2)] for i in range(2)]
+    assert (confusion["counts"][0][0] + confusion["counts"][1][1]) / 40 == pytest.approx(res["decoder_fidelity"]["expression"])
+
+
+def test_study_report_names_the_classes_the_decoder_draws_as_another():
+    from facefactors.experiments.ufe import _largest_confusions, study_sections
+
+    counts = [[5, 0, 3], [1, 7, 0], [0, 9, 2]]
+    assert _largest_confusions(counts) == [(9, 2, 1), (3, 0, 2), (1, 1, 0)]
+    assert _largest_confusions([[4, 0], [0, 4]]) == []
+    table = {"per_attribute": {}, "overall_swapped": 0.0, "chance": 0.5}
+    res = {"vs_input": table, "vs_reconstruction": table, "with_others": table, "decoder_fidelity": {"expression": 0.5},
+           "decoder_confusion": {"expression": {"classes": ["neutral", "happy", "sad"], "counts": counts}, "lighting": {"classes": ["a", "b"], "counts": [[3, 0], [0, 3]]}}}
+    text = dict(study_sections(res))["Diagnostic: the classes the decoder draws as another (the rater's class on A, then on D(E(A)); the three largest)"]
+    assert "- expression: sad drawn as happy 9 of 11, neutral drawn as sad 3 of 8, happy drawn as neutral 1 of 8" in text
+    assert "- lighting: none" in text
 
 
 def test_user_study_ceiling_rates_the_worlds_own_swaps():

@@ -228,6 +228,8 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
     composite. ``decoder_fidelity``: how much of each attribute the decoder draws at all, as
     the share of inputs whose class the rater reads again on D(E(A)) (identity: the mean
     cosine of the rater's embeddings of A and D(E(A))); a swap cannot show more than this.
+    ``decoder_confusion``: per class attribute, the counts of the rater's class on A (rows)
+    against its class on D(E(A)) (columns): which classes the decoder draws as which.
     With the ``world`` that rendered ``test``, a third, ``truth``: the same swaps rendered by the
     world itself (A's parameters with B's factor, :func:`true_composite`; controls A again),
     rated against the input: what the rater makes of perfect composites, the study's ceiling."""
@@ -239,6 +241,7 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
     truth: list[str] = []
     said: dict[str, list[str]] = {"vs_input": [], "vs_reconstruction": [], "with_others": [], **({"truth": []} if world is not None else {})}
     kept: dict[str, list[torch.Tensor]] = {}
+    classes_read: dict[str, list[torch.Tensor]] = {}  # the rater's class on A and on D(E(A)), per attribute
     for s in range(0, n, 100):
         k = min(100, n - s)
         ia = torch.randint(0, len(test), (k,), generator=g)
@@ -268,8 +271,26 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
             said["truth"] += most_changed(rater.scores_between(read_a, rater.read(_true_swaps(world, test, ia, ib, a, swapped, attrs))), calib, attrs)
         for name, same in _agreement(read_a, read_rec, attrs).items():
             kept.setdefault(name, []).append(same)
+        for name in attrs:
+            if name in read_a[0]:
+                classes_read.setdefault(name, []).append(torch.stack([read_a[0][name].argmax(1), read_rec[0][name].argmax(1)], 1))
     fidelity = {name: float(torch.cat(v).float().mean()) for name, v in kept.items()}
-    return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "decoder_fidelity": fidelity, "n": n}
+    confusion = {name: {"classes": _class_names(test, name, read_a[0][name].shape[1]), "counts": _confusion(torch.cat(v), read_a[0][name].shape[1])} for name, v in classes_read.items()}
+    return {**{k: study_summary(truth, v, attrs) for k, v in said.items()}, "decoder_fidelity": fidelity, "decoder_confusion": confusion, "n": n}
+
+
+def _class_names(data: FaceTensorSet, name: str, classes: int) -> list[str]:
+    """The data set's names of an attribute's classes where the rater has as many; else their indices."""
+    try:
+        names = list(data.description[name].class_names)
+    except (KeyError, ValueError):
+        names = []
+    return names if len(names) == classes else [str(c) for c in range(classes)]
+
+
+def _confusion(pairs: torch.Tensor, classes: int) -> list[list[int]]:
+    """(N, 2) class pairs -> (classes, classes) counts, row = the first, column = the second."""
+    return torch.bincount(pairs[:, 0] * classes + pairs[:, 1], minlength=classes * classes).reshape(classes, classes).tolist()
 
 
 def _true_swaps(world, test: FaceTensorSet, ia: torch.Tensor, ib: torch.Tensor, a: torch.Tensor, swapped: dict[str, torch.Tensor], attrs: list[str]) -> torch.Tensor:
@@ -458,7 +479,17 @@ def study_sections(res: dict) -> list[tuple[str, str]]:
     fidelity = "\n".join(f"| {k} | {v:.3f} |" for k, v in res["decoder_fidelity"].items())
     head = "| attribute | rater reads the input's class again on D(E(A)) (identity: embedding cosine) |\n|---|---|\n"
     sections.append(("Diagnostic: how much of each attribute the decoder draws (a swap cannot show more)", head + fidelity))
+    if "decoder_confusion" in res:
+        lines = [f"- {name}: " + (", ".join(f"{c['classes'][i]} drawn as {c['classes'][j]} {n} of {sum(c['counts'][i])}" for n, i, j in _largest_confusions(c["counts"])) or "none")
+                 for name, c in res["decoder_confusion"].items()]
+        sections.append(("Diagnostic: the classes the decoder draws as another (the rater's class on A, then on D(E(A)); the three largest)", "\n".join(lines)))
     return sections
+
+
+def _largest_confusions(counts: list[list[int]], top: int = 3) -> list[tuple[int, int, int]]:
+    """(count, row, column) of the ``top`` largest off-diagonal entries, largest first; zeros left out."""
+    cells = [(n, i, j) for i, row in enumerate(counts) for j, n in enumerate(row) if i != j and n > 0]
+    return sorted(cells, key=lambda c: (-c[0], c[1], c[2]))[:top]
 
 
 def _study_table(s: dict) -> str:
