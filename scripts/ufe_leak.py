@@ -252,7 +252,9 @@ def main() -> None:
         for c in np.unique(within):
             k = within == c
             if len(np.unique(y[k])) >= 2:
-                print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f}")
+                mean, sd, top = shuffled_silhouette(f[k], y[k])
+                print(f"  inside {args.within} {c} ({int(k.sum())} samples): {silhouette_score(f[k], y[k]):+.4f} "
+                      f"(shuffled there, {SHUFFLES} draws: mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f})")
         centred = within_class_residual(f, within)
         print(f"  each {args.within} centred: means' scatter {between_share(centred, y)[0]:.4f} (before {between_share(f, y)[0]:.4f}); "
               f"silhouette {silhouette_score(centred, y):+.4f}; {args.label} read from it {cv_accuracy(centred, y)[0]:.3f} (before {read_all:.3f})")

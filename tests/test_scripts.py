@@ -222,10 +222,15 @@ def test_ufe_leak_locates_a_shift_among_principal_directions_and_centres_the_wit
         centred, before = (float(v) for v in re.search(r"each camera centred: means' scatter ([0-9.]+) \(before ([0-9.]+)\)", out).groups())
         silhouette = float(re.search(r"silhouette of pose on the others feature: ([-+0-9.]+);", out).group(1))
         null_mean, null_sd, null_top = (float(v) for v in re.search(r"shuffled inside each camera \(\d+ draws\): mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)", out).groups())
+        inside = re.findall(r"inside camera \d \(\d+ samples\): ([-+0-9.]+) \(shuffled there, \d+ draws: mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)\)", out)
+        assert len(inside) == 2
         if name == "mix":  # the cameras' mix alone holds the silhouette: pose shuffled inside each camera scores as much
             assert silhouette > 0.05 and abs(silhouette - null_mean) < 3 * null_sd + 0.005, (silhouette, null_mean, null_sd)
+            # and inside one camera there is no pose to find: each reads as its own shuffles do
+            assert all(abs(float(v) - float(m)) < 3 * float(sd) + 0.002 for v, m, sd, _ in inside), inside
         else:  # the cameras evenly mixed: the shift inside each camera scores above every shuffle
             assert silhouette > null_top + 0.005, (silhouette, null_top)
+            assert all(float(v) > float(top) for v, _, _, top in inside), inside
         raw, whitened = (float(v) for v in re.search(r"leading   5: ([0-9.]+) / ([0-9.]+)", out).groups())
         assert "in the principal directions 1-5 / 6-16:" in out
         pushes[name] = {form: [float(v) for v in re.search(rf"{form} *: ([0-9.e+-]+) / ([0-9.e+-]+)", out).groups()] for form in ("whitened", "unwhitened")}
