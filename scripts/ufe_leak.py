@@ -247,6 +247,8 @@ def main() -> None:
         print(f"  the class means' directions of {args.erase_from} removed: share of these means' scatter along them "
               f"{share_along(f, y, basis):.2f}; silhouette {silhouette_score(f, y):+.4f} -> {silhouette_score(erased(f, basis), y):+.4f}")
     if within is not None:
+        b, t = between_share(f, within)
+        print(f"  the {args.within} classes' share of the feature's variance: {b / t:.3f}")
         mean, sd, top = shuffled_within_groups_silhouette(f, y, within)
         print(f"  shuffled inside each {args.within} ({SHUFFLES} draws): mean {mean:+.4f}, sd {sd:.4f}, largest {top:+.4f}")
         for c in np.unique(within):

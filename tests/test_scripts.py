@@ -222,6 +222,8 @@ def test_ufe_leak_locates_a_shift_among_principal_directions_and_centres_the_wit
         centred, before = (float(v) for v in re.search(r"each camera centred: means' scatter ([0-9.]+) \(before ([0-9.]+)\)", out).groups())
         silhouette = float(re.search(r"silhouette of pose on the others feature: ([-+0-9.]+);", out).group(1))
         null_mean, null_sd, null_top = (float(v) for v in re.search(r"shuffled inside each camera \(\d+ draws\): mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)", out).groups())
+        share = float(re.search(r"the camera classes' share of the feature's variance: ([0-9.]+)", out).group(1))
+        assert 0.5 < share < 0.7, share  # 16 of 16 + 11: the cameras 8 apart, about half of each, against 11 unit coordinates
         inside = re.findall(r"inside camera \d \(\d+ samples\): ([-+0-9.]+) \(shuffled there, \d+ draws: mean ([-+0-9.]+), sd ([0-9.]+), largest ([-+0-9.]+)\)", out)
         assert len(inside) == 2
         if name == "mix":  # the cameras' mix alone holds the silhouette: pose shuffled inside each camera scores as much
