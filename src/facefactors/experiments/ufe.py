@@ -281,10 +281,7 @@ def user_study(model: UFE, rater, test: FaceTensorSet, n: int = 1000, controls: 
 
 def _class_names(data: FaceTensorSet, name: str, classes: int) -> list[str]:
     """The data set's names of an attribute's classes where the rater has as many; else their indices."""
-    try:
-        names = list(data.description[name].class_names)
-    except (KeyError, ValueError):
-        names = []
+    names = list(data.description[name].class_names) if name in data.description else []
     return names if len(names) == classes else [str(c) for c in range(classes)]
 
 
