@@ -477,3 +477,66 @@ def test_ufe_leak_null_separates_a_small_real_leak_from_shuffled_labels(tmp_path
             assert read > within_top and share == 0.0, (read, within_top)
     res = subprocess.run([sys.executable, script, str(tmp_path / "mix.npz"), "--feature", "expression", "--label", "identity", "--null-within", "expression"], capture_output=True, text=True)
     assert res.returncode == 2 and "give --null N as well" in res.stderr and "Traceback" not in res.stderr
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ufe_hair_floor_likelihood_is_the_clamped_uniform_draw():
+    floor = _load_script("ufe_hair_floor")
+    centres = np.array([[0.5, 0.5], [0.05, 0.5]])  # the second person's volume box reaches past 0
+    hair = np.array([[0.5, 0.5], [0.62, 0.5], [0.0, 0.5], [0.8, 0.5]])
+    like = floor.hair_likelihood(hair, centres, spread=0.3)
+    density = 1 / 0.3**2
+    np.testing.assert_allclose(like[0], [density, 0.0])  # 0.5 is outside [-0.1, 0.2]
+    np.testing.assert_allclose(like[1], [density, 0.0])
+    np.testing.assert_allclose(like[2], [0.0, (0.1 / 0.3) / 0.3])  # the pile at 0 holds a third of the draws
+    np.testing.assert_allclose(like[3], [0.0, 0.0])
+
+
+def test_ufe_hair_floor_bayes_reader_beats_every_reader_and_matches_the_world_s_own_draws(tmp_path):
+    # Independent reference: each person's hair distribution as a histogram of fresh draws from the
+    # world's own sampler (no knowledge of HAIR_SPREAD); its reader can only fall short of the
+    # exact Bayes reader, by the histogram's blur at the distributions' edges.
+    from facefactors.config import load_config
+    from facefactors.train.ufe import UFETrainConfig
+
+    floor = _load_script("ufe_hair_floor")
+    overrides = ["data.test_identities=20", "data.test_images_per_identity=10"]
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
+    params, labels = floor.held_out_hair(cfg)
+    exact = floor.bayes_accuracy(params, labels)
+    from facefactors.experiments.ufe import world_a_config
+    from facefactors.world.world import FaceWorld
+
+    world = FaceWorld(world_a_config(cfg.data, cfg.model.image_size))
+    hair = params.hair[:, :2].double().numpy()
+    people = np.unique(labels)
+    edges = np.linspace(0, 1, 31)
+    cell = np.clip(np.searchsorted(edges, hair, side="right") - 1, 0, 29)
+    density = []
+    for k, p in enumerate(people):
+        local = int(params.identity_label[labels == p][0])
+        fresh = world.sample_params(np.arange(4000) + 10**7 + 4000 * k, "test", identities=local).hair[:, :2].double().numpy()
+        density.append(np.histogram2d(fresh[:, 0], fresh[:, 1], bins=[edges, edges])[0])
+    like = np.stack(density)[:, cell[:, 0], cell[:, 1]].T
+    winners = like == like.max(1, keepdims=True)
+    empirical = float(((winners & (people[None] == labels[:, None])).sum(1) / winners.sum(1)).mean())
+    assert exact - 0.05 < empirical <= exact + 0.01, (exact, empirical)
+    others = floor.other_readers(hair, labels)
+    assert max(others.values()) <= exact + 0.01, (exact, others)
+    assert exact > 3 / len(people)  # hair style tells these people apart well above chance
+
+    script = str(ROOT / "scripts" / "ufe_hair_floor.py")
+    sets = sum((["--set", o] for o in overrides), [])
+    out = subprocess.run([sys.executable, script, "--preset", "tiny", *sets], capture_output=True, text=True, check=True).stdout
+    assert f"Bayes reader     {exact:.3f}" in out
+    np.savez(tmp_path / "features.npz", **{"features/others": np.zeros((len(labels), 2)), "labels/identity": (labels + 1) % len(people)})
+    err = subprocess.run([sys.executable, script, "--preset", "tiny", *sets, "--run", str(tmp_path)], capture_output=True, text=True).stderr
+    assert "no 'others' feature of world_a's held-out set of the 'tiny' preset" in err and "Traceback" not in err

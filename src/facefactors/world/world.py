@@ -43,6 +43,9 @@ FACTOR_STREAMS = (
     "eyeglasses",
     "noise",
 )
+# Each image's hair volume and length: its person's own (albedo) plus a uniform draw of this width,
+# clamped to [0, 1]; so hair style, an "others" factor, tells people apart (scripts/ufe_hair_floor.py).
+HAIR_SPREAD = 0.3
 
 
 @dataclass
@@ -194,8 +197,8 @@ class FaceWorld:
                     "draw_factor('hair') needs the identity (hair style varies around the person's own)"
                 )
             u = d.u(4)
-            vol = (ident.albedo[:, A["hair_volume"]] + 0.3 * (u[:, 0] - 0.5)).clamp(0, 1)
-            length = (ident.albedo[:, A["hair_length"]] + 0.3 * (u[:, 1] - 0.5)).clamp(0, 1)
+            vol = (ident.albedo[:, A["hair_volume"]] + HAIR_SPREAD * (u[:, 0] - 0.5)).clamp(0, 1)
+            length = (ident.albedo[:, A["hair_length"]] + HAIR_SPREAD * (u[:, 1] - 0.5)).clamp(0, 1)
             fringe = u[:, 2] * (u[:, 2] > 0.6).float()
             return {"hair": torch.stack([vol, length, fringe, u[:, 3]], -1)}
         if factor == "eyeglasses":
