@@ -197,6 +197,8 @@ def test_predict_and_compose_commands(tmp_path, capsys):
     assert set(probs) == set(paths)
     assert set(probs[paths[0]]) == {"identity", "expression"}
     assert abs(sum(probs[paths[0]]["expression"].values()) - 1) < 1e-4
+    main(["predict", str(run.path), paths[0], "--json"])  # the top-level name of the same command
+    assert json.loads(capsys.readouterr().out)[paths[0]] == probs[paths[0]]
     main(["ufe", "compose", str(run.path), *paths, "--take", "expression", "--out", str(tmp_path / "c.png")])
     assert Image.open(tmp_path / "c.png").size[0] > 4 * 32
     with pytest.raises(SystemExit) as e:

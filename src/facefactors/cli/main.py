@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 app.command("info")(info_cli.info)
 app.command("demo")(demo_cli.demo)
+# The name for the UFE's prediction heads (`facefactors predict`); the same command as `ufe predict`.
+app.command("predict", help="Per-attribute class probabilities of a UFE run's prediction heads for each image (= `ufe predict`).")(ufe_cli.predict)
 app.add_typer(world_cli.app, name="world", help="The procedural face world: make, show and check data sets.")
 app.add_typer(evaluate_cli.app, name="evaluate", help="Evaluate features or a run: metrics.json, report.md, report.html.")
 app.add_typer(ufe_cli.app, name="ufe", help="Universal Face Encoder: train, predict, compose, experiments.")
