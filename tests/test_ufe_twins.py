@@ -85,6 +85,35 @@ def test_an_identity_twin_is_another_person_of_the_set_in_the_same_draw():
     assert len(set(person.tolist())) > 1  # which other person is drawn, not always the next
 
 
+def test_a_face_twin_is_another_person_with_the_image_s_own_hair_style():
+    from facefactors.world.world import FaceWorld
+
+    wcfg, data = small_train_set(n=3, m=4)
+    twins = render_twins(wcfg, data, "face", progress=False)
+    # Independently: each of the set's people rendered in the image's draw with the image's own
+    # hair style put back by hand; the twin is one of them, never the image's own person.
+    world = FaceWorld(wcfg)
+    own = world.sample_params(data.index, "train", identities=data.labels["identity"])
+    candidates = []
+    for person in range(3):
+        p = world.sample_params(data.index, "train", identities=torch.full_like(data.index, person))
+        p.hair[:] = own.hair
+        candidates.append(world.render(p).image * 255)
+    errors = torch.stack([(c - twins.float()).abs().flatten(1).amax(1) for c in candidates])  # (people, N)
+    assert (errors.amin(0) <= 1.0).all()
+    assert (errors.argmin(0) != data.labels["identity"]).all()
+    # the hair is the image's, not the other person's: an identity twin of the same draw differs
+    identity_twins = render_twins(wcfg, data, "identity", progress=False)
+    assert (identity_twins.float() - twins.float()).abs().flatten(1).amax(1).gt(1).any()
+
+
+def test_a_face_twin_holds_others_still():
+    f = {"identity": torch.zeros(2, 4), "pose": torch.zeros(2, 4), "others": torch.zeros(2, 4), "expression": torch.zeros(2, 2)}
+    g = {"identity": torch.ones(2, 4), "pose": torch.full((2, 4), 0.5), "others": torch.ones(2, 4), "expression": torch.ones(2, 2)}
+    # the person (identity) may change, the hair style may not: pose 0.25, others 1, expression 1
+    assert torch.isclose(twin_loss(f, g, "face"), torch.tensor(0.75))
+
+
 def test_twins_of_a_restricted_set_are_the_twins_of_the_whole_set():
     # training restricts world A to its labelled factors before twins are rendered (train_stream):
     # the twin's class comes from the world, so a set that keeps only identity renders the same

@@ -232,7 +232,10 @@ def render_world_set(
 # background, eyeglasses kept; shape, albedo and with them the person's hair (FaceWorld.draw_factor) changed.
 # An unseen-identity twin is the same with a person of the world's split that the set does not
 # hold: a face no other loss trains on, so what L_twin asks of it is asked beyond the set's people.
-TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity"}
+# A face twin is an identity twin that keeps the image's own hair style (volume, length, fringe,
+# parting): only the face changes (shape, albedo, with them the hairline and hair colour), so
+# "others" has nothing of its own to change (scripts/ufe_others_person.py).
+TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity", "face": "identity"}
 
 
 def render_twins(
@@ -249,7 +252,7 @@ def render_twins(
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
     twin keeps even the factor's own jitter). An identity twin is another of the set's people in
     the same draw, an unseen-identity twin one of the split's people outside the set (refused
-    where the set holds them all). A twin differs from its image in that factor alone: whatever
+    where the set holds them all), a face twin an identity twin with the image's own hair style. A twin differs from its image in that factor alone: whatever
     another subspace's feature changes between the two is that factor leaking into it, which
     ``twin_loss`` (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
     from facefactors.data.progress import progress_bar
@@ -299,6 +302,8 @@ def render_twins(
                 other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
                 if factor == "identity":
                     p = world.sample_params(index, data.split, identities=other)
+                elif factor == "face":
+                    p = world.sample_params(index, data.split, identities=other).replace(hair=p.hair)
                 else:
                     p = p.replace(**world.draw_factor(factor, data.split, index, klass=other))
             images.append((world.render(p).image * 255).round().to(torch.uint8))

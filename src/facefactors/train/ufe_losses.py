@@ -628,8 +628,9 @@ def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
 # twin, of the set or unseen) also those the person carries: "others" holds the hair, which
 # varies around the person's own (FaceWorld.draw_factor), and world B's age and gender are the
 # person's (sec. 4.7).
+# A face twin keeps the image's hair style, so "others" is held still too.
 _PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
-TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES}
+TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender")}
 
 
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
