@@ -540,3 +540,71 @@ def test_ufe_hair_floor_bayes_reader_beats_every_reader_and_matches_the_world_s_
     np.savez(tmp_path / "features.npz", **{"features/others": np.zeros((len(labels), 2)), "labels/identity": (labels + 1) % len(people)})
     err = subprocess.run([sys.executable, script, "--preset", "tiny", *sets, "--run", str(tmp_path)], capture_output=True, text=True).stderr
     assert "no 'others' feature of world_a's held-out set of the 'tiny' preset" in err and "Traceback" not in err
+
+
+def test_ufe_others_person_fixes_the_hair_step_by_step():
+    import torch
+
+    from facefactors.world.identity import A
+
+    person = _load_script("ufe_others_person")
+    gen = torch.Generator().manual_seed(0)
+
+    class Params:  # the two FaceParams fields the fixes touch, and replace()
+        def __init__(self, hair, albedo, shape):
+            self.hair, self.albedo, self.shape = hair, albedo, shape
+
+        def replace(self, **fields):
+            return Params(**{**vars(self), **fields})
+
+    p = Params(torch.rand(5, 4, generator=gen), torch.rand(5, len(A), generator=gen), torch.rand(5, 3, generator=gen))
+    ref = Params(torch.rand(9, 4, generator=gen), torch.rand(9, len(A), generator=gen), torch.rand(9, 3, generator=gen))
+    before = Params(p.hair.clone(), p.albedo.clone(), p.shape.clone())
+    q = person.fixed_params(p, [("hair", None), ("albedo", ("hairline",)), ("albedo", ("hair_dark",))], ref)
+    assert torch.equal(q.hair, ref.hair.median(0).values.expand(5, 4))  # every image the same style
+    fixed = [A["hairline"], A["hair_dark"]]
+    assert torch.equal(q.albedo[:, fixed], torch.stack([ref.albedo[:, k].median() for k in fixed]).expand(5, 2))
+    kept = [k for k in range(len(A)) if k not in fixed]
+    assert torch.equal(q.albedo[:, kept], p.albedo[:, kept]) and torch.equal(q.shape, p.shape)
+    assert all(torch.equal(getattr(p, f), getattr(before, f)) for f in ("hair", "albedo", "shape"))  # the input is left alone
+
+
+def test_ufe_others_person_reads_identity_from_each_feature_of_a_run(tmp_path):
+    import torch
+
+    from facefactors.cli.main import main
+    from facefactors.config import load_saved_config
+    from facefactors.experiments import ufe_eval as ev
+    from facefactors.metrics.subspace import cv_accuracy
+    from facefactors.train.ufe import UFETrainConfig, load_ufe
+    from facefactors.train.ufe_data import FaceTensorSet, render_world_set, world_a_config
+    from facefactors.world.identity import A
+    from facefactors.world.world import FaceWorld
+
+    main(["ufe", "train", "--preset", "tiny", "--out", str(tmp_path / "run")])
+    script = str(ROOT / "scripts" / "ufe_others_person.py")
+    out = subprocess.run([sys.executable, script, str(tmp_path / "run")], capture_output=True, text=True, check=True).stdout
+    rows = {m[0].strip(): (float(m[1]), float(m[2])) for m in re.findall(r"^([a-z+ ]+?) +([0-9.]+)x +([0-9.]+)x$", out, re.M)}
+    assert list(rows) == ["as drawn", "hair style fixed", "+ hairline fixed", "+ hair colour fixed", "+ face shape fixed"]
+    # the reference: the held-out set as drawn, and rendered by hand with all four fixed
+    cfg = load_saved_config(UFETrainConfig, tmp_path / "run" / "config.yaml")
+    d = cfg.data
+    wcfg = world_a_config(d, cfg.model.image_size)
+    test = render_world_set(wcfg, "test", d.test_identities, d.test_images_per_identity, "", False)
+    world = FaceWorld(wcfg)
+    p = world.sample_params(test.index, "test", identities=test.labels["identity"])
+    hair, albedo, shape = p.hair.clone(), p.albedo.clone(), p.shape.clone()
+    hair[:] = p.hair.median(0).values
+    for name in ("hairline", "hair_dark", "hair_red"):
+        albedo[:, A[name]] = p.albedo[:, A[name]].median()
+    shape[:] = p.shape.median(0).values
+    fixed = (world.render(p.replace(hair=hair, albedo=albedo, shape=shape)).image * 255).round().to(torch.uint8)
+    model = load_ufe(tmp_path / "run")
+    labels = test.labels["identity"].numpy()
+    chance = np.bincount(labels).max() / len(labels)
+    for row, data in (("as drawn", test), ("+ face shape fixed", FaceTensorSet(fixed, test.labels, test.description))):
+        feats = ev.encode_set(model, data)
+        expected = [cv_accuracy(feats[f].astype(np.float64), labels)[0] / chance for f in ("others", "identity")]
+        assert rows[row] == pytest.approx(expected, abs=0.006), row
+    res = subprocess.run([sys.executable, script, str(tmp_path / "run"), "--features", "others,hair"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--features hair: the run has no such subspace" in res.stderr and "Traceback" not in res.stderr
