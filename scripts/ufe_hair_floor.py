@@ -10,16 +10,11 @@ how much with two readers (logistic regression and 10 nearest neighbours); here 
 every reader: the Bayes reader, which knows each held-out person's hair distribution (the
 person's own volume and length plus a uniform draw ``HAIR_SPREAD`` wide, clamped, as
 ``draw_factor`` draws it) and names the person under whose distribution the image's hair is most
-likely.
-Printed beside it: the weak classifier (``metrics.subspace.cv_accuracy``, the metric's own
+likely. Printed beside it: the weak classifier (``metrics.subspace.cv_accuracy``, the metric's own
 reader), linear discriminant analysis and 5 nearest neighbours on the same two numbers, and with
 ``--run`` (a folder holding the features.npz that ``facefactors ufe experiment world_a`` writes,
-on the same preset's held-out set) the weak classifier on the run's "others" feature.
-
-The hair as the world draws it depends on the person in more ways than these two numbers
-(``world.surface.hair_regions`` shapes the hair around the face outline and the albedo's
-hairline): the last line reads identity from volume, length and the hairline, what a feature
-that holds the drawn hair's outline could read.
+on the same preset's held-out set) the weak classifier on the run's "others" feature (whether
+that feature holds the person through anything but the hair: ``scripts/ufe_others_person.py``).
 """
 
 from __future__ import annotations
@@ -122,9 +117,6 @@ def main() -> None:
     if others is not None:
         acc = cv_accuracy(others.astype(np.float64), labels)[0]
         print(f"identity read from {args.run}'s 'others' feature by the weak classifier: {acc:.3f}  {acc / chance:6.2f}x")
-    outline = np.c_[hair, params.albedo[:, A["hairline"]].double().numpy()]
-    acc = other_readers(outline, labels)["LDA"]
-    print(f"identity read from volume, length and the albedo's hairline (the drawn hair's outline) by LDA: {acc:.3f}  {acc / chance:6.2f}x")
 
 
 if __name__ == "__main__":
