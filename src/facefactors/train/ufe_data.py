@@ -252,9 +252,10 @@ def render_twins(
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
     twin keeps even the factor's own jitter). An identity twin is another of the set's people in
     the same draw, an unseen-identity twin one of the split's people outside the set (refused
-    where the set holds them all), a face twin an identity twin with the image's own hair style. A twin differs from its image in that factor alone: whatever
-    another subspace's feature changes between the two is that factor leaking into it, which
-    ``twin_loss`` (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
+    where the set holds them all), a face twin an identity twin with the image's own hair style.
+    A twin differs from its image in that factor alone: whatever another subspace's feature
+    changes between the two is that factor leaking into it, which ``twin_loss``
+    (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
     from facefactors.data.progress import progress_bar
     from facefactors.world.world import FaceWorld
 
