@@ -196,6 +196,10 @@ def test_ufe_losses_add_l_twin_only_with_twins():
     with torch.no_grad():
         expected_identity = twin_loss(fx, model.encode(other), "identity")
     assert torch.isclose(both["twin"], (expected + expected_identity) / 2, atol=1e-6)
+    # a factor on one twin set's term, before the mean
+    weighted = UFELossConfig(twin=2.0, twin_factor_weights={"identity": 4.0})
+    _, scaled = ufe_losses(model, x, labels, weighted, 0.0, twins={"expression": twin, "identity": other})
+    assert torch.isclose(scaled["twin"], (expected + 4.0 * expected_identity) / 2, atol=1e-6)
     _, no_twins = ufe_losses(model, x, labels, cfg, 0.0)  # a world-B batch (sec. 4.7) has none
     assert "twin" not in no_twins
 
@@ -216,7 +220,9 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
     events.Reload()
     assert "loss_twin" in events.Tags()["scalars"] and events.Scalars("loss_twin")[0].value > 0
     for overrides, message in ((["loss.twin=3"], "needs twins"), (["data.twins=pose"], "only loss.twin uses"), (["loss.twin=-1"], ">= 0"),
-                               (["loss.twin=3", "data.twins=pose,camera"], "each factor once"), (["loss.twin=3", "data.twins=pose,pose"], "each factor once")):
+                               (["loss.twin=3", "data.twins=pose,camera"], "each factor once"), (["loss.twin=3", "data.twins=pose,pose"], "each factor once"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={face: 4}"], r"names \['face'\], not twin sets"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={pose: -1}"], "below 0")):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written

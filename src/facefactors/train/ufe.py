@@ -94,7 +94,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"loss.dis_pairs ({loss.dis_pairs}) must be >= 0 (0 = every pair of the batch) and loss.dis_every ({loss.dis_every}) >= 1")
     if loss.history < 0 or loss.whiten_eps < 0 or loss.whiten_std_floor < 0:
         raise UserError(f"loss.history ({loss.history}), loss.whiten_eps ({loss.whiten_eps}) and loss.whiten_std_floor ({loss.whiten_std_floor}) must be >= 0")
-    for option in ("con_weights", "con_positive_weights", "independence_weights", "independence_pair_weights", "independence_unwhitened_pairs"):
+    for option in ("con_weights", "con_positive_weights", "independence_weights", "independence_pair_weights", "independence_unwhitened_pairs", "twin_factor_weights"):
         negative = {k: v for k, v in getattr(loss, option).items() if not v >= 0}
         if negative:
             raise UserError(f"loss.{option} has factors below 0 ({negative}); use 0 to switch an attribute's term off")
@@ -141,6 +141,9 @@ def check_twins(cfg: UFETrainConfig) -> None:
     unknown = [f for f in cfg.data.twins if f not in TWIN_FACTORS]
     if unknown or len(set(cfg.data.twins)) < len(cfg.data.twins):
         raise UserError(f"data.twins={','.join(cfg.data.twins)}: each factor once, from {', '.join(TWIN_FACTORS)}")
+    unweighted = sorted(set(cfg.loss.twin_factor_weights) - set(cfg.data.twins))
+    if unweighted:
+        raise UserError(f"loss.twin_factor_weights names {unweighted}, not twin sets of this run (data.twins={','.join(cfg.data.twins)})")
 
 
 class UFERecipe(L.LightningModule):

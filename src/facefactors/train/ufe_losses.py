@@ -561,6 +561,7 @@ class UFELossConfig:
     # alone (data.twins, one twin per factor listed); every other subspace's feature should not
     # change between the two.
     twin: float = 0.0  # its weight; 0 = off
+    twin_factor_weights: dict[str, float] = field(default_factory=dict)  # factors on one twin set's term before the mean, e.g. {face: 4}
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
@@ -679,7 +680,7 @@ def ufe_losses(
     of negative pairs on which the hinge of eq. 2 acts; ``saturated``: share of feature values
     on the flat ends of their sigmoids). ``twins`` {factor: (B, 3, H, W)}: each image with that
     factor alone changed, for L_twin (term ``twin``, weight ``cfg.twin``: the mean of ``twin_loss``
-    over the factors).
+    over the factors, each times its ``cfg.twin_factor_weights`` factor, 1 by default).
     """
     pre_sigmoid = model.encode_pre_sigmoid(image)
     features = {n: torch.sigmoid(z) for n, z in pre_sigmoid.items()}
@@ -734,7 +735,7 @@ def ufe_losses(
         per_factor = []
         for factor, twin_image in twins.items():
             twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
-            per_factor.append(twin_loss(features, twin_features, factor))
+            per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor))
         terms["twin"] = torch.stack(per_factor).mean()
         total = total + cfg.twin * terms["twin"]
     if history is not None:
