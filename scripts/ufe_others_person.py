@@ -88,10 +88,9 @@ def render_steps(run: str | Path, progress: bool = True, chunk: int = 64):
             task = bar.add_task(f"rendering: {row}", total=len(data))
             images = []
             for s in range(0, len(data), chunk):
-                index = data.index[s : s + chunk]
-                p = world.sample_params(index, "test", identities=data.labels["identity"][s : s + chunk])
+                p = everyone.index(slice(s, s + chunk))  # the set's own draw, sampled once above
                 images.append((world.render(fixed_params(p, fixes, everyone)).image * 255).round().to(torch.uint8))
-                bar.advance(task, len(index))
+                bar.advance(task, len(p))
             out[row] = ev.encode_set(model, FaceTensorSet(torch.cat(images), data.labels, data.description))
     return data, out
 
