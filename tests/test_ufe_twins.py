@@ -114,6 +114,35 @@ def test_a_face_twin_holds_others_still():
     assert torch.isclose(twin_loss(f, g, "face"), torch.tensor(0.75))
 
 
+def test_a_person_twin_is_an_identity_twin_that_holds_others_still(tmp_path):
+    from facefactors.world.identity import A as ALBEDO_INDEX
+    from facefactors.world.world import FaceWorld
+
+    wcfg, data = small_train_set(n=3, m=4)
+    identity_twins = render_twins(wcfg, data, "identity", cache=tmp_path, progress=False)
+    # the same images from the same cache file: one render serves both
+    assert torch.equal(render_twins(wcfg, data, "person", cache=tmp_path, progress=False), identity_twins)
+    assert len(list(tmp_path.glob("twins_*.npy"))) == 1
+    assert torch.equal(render_twins(wcfg, data, "person", progress=False), identity_twins)
+    # Independently: the twin's hair is its own person's hair plus the image's own offset, the
+    # part "others" may keep (world.py draws both volume and length that way, HAIR_SPREAD).
+    world = FaceWorld(wcfg)
+    person = twin_people(wcfg, data, identity_twins, 3)
+    own = world.sample_params(data.index, "train", identities=data.labels["identity"])
+    twin = world.sample_params(data.index, "train", identities=person)
+    inside = (own.hair[:, :2] > 0) & (own.hair[:, :2] < 1) & (twin.hair[:, :2] > 0) & (twin.hair[:, :2] < 1)  # unclamped
+    mean = [ALBEDO_INDEX["hair_volume"], ALBEDO_INDEX["hair_length"]]
+    offset_own = own.hair[:, :2] - own.albedo[:, mean]
+    offset_twin = twin.hair[:, :2] - twin.albedo[:, mean]
+    assert inside.any() and torch.allclose(offset_own[inside], offset_twin[inside], atol=1e-6)
+    assert torch.equal(own.hair[:, 2:], twin.hair[:, 2:])  # the fringe and the parting are the image's
+    # the loss: identity may change, "others" may not (an identity twin leaves it free)
+    f = {"identity": torch.zeros(2, 4), "pose": torch.zeros(2, 4), "others": torch.zeros(2, 4), "expression": torch.zeros(2, 2)}
+    g = {"identity": torch.ones(2, 4), "pose": torch.full((2, 4), 0.5), "others": torch.ones(2, 4), "expression": torch.ones(2, 2)}
+    assert torch.isclose(twin_loss(f, g, "person"), torch.tensor(0.75))
+    assert torch.isclose(twin_loss(f, g, "identity"), torch.tensor(0.625))
+
+
 def test_twins_of_a_restricted_set_are_the_twins_of_the_whole_set():
     # training restricts world A to its labelled factors before twins are rendered (train_stream):
     # the twin's class comes from the world, so a set that keeps only identity renders the same

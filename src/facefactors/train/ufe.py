@@ -60,7 +60,7 @@ class UFEDataConfig:
     second_set: str = ""  # "" or "world_b": alternate batches with a label-disjoint set (sec. 4.7)
     second_labelled: list[str] = field(default_factory=lambda: ["age", "gender", "eyeglasses"])  # world B labels
     cache: str = "runs/cache"  # rendered sets are cached here (keyed by the data config); "" = no cache
-    # factors (pose, expression, lighting, identity, unseen_identity, face; none by default): world A's training images
+    # factors (pose, expression, lighting, identity, unseen_identity, face, person; none by default): world A's training images
     # come with one twin per factor, each differing in that factor alone (render_twins), for L_twin
     # (loss.twin; not in the paper). On the command line: --set data.twins=pose,identity
     twins: list[str] = field(default_factory=list)
@@ -135,7 +135,7 @@ def check_twins(cfg: UFETrainConfig) -> None:
     if cfg.loss.twin < 0:
         raise UserError(f"loss.twin ({cfg.loss.twin}) must be >= 0 (0 = off)")
     if cfg.loss.twin > 0 and not cfg.data.twins:
-        raise UserError("loss.twin > 0 needs twins to compare: add --set data.twins=pose (or expression, lighting, identity, unseen_identity, face; several with commas), or set loss.twin=0")
+        raise UserError("loss.twin > 0 needs twins to compare: add --set data.twins=pose (or expression, lighting, identity, unseen_identity, face, person; several with commas), or set loss.twin=0")
     if cfg.data.twins and cfg.loss.twin == 0:
         raise UserError(f"data.twins={','.join(cfg.data.twins)} renders twins that only loss.twin uses: set loss.twin (e.g. 10), or data.twins=''")
     unknown = [f for f in cfg.data.twins if f not in TWIN_FACTORS]

@@ -235,7 +235,7 @@ def render_world_set(
 # A face twin is an identity twin that keeps the image's own hair style (volume, length, fringe,
 # parting): only the face changes (shape, albedo, with them the hairline and hair colour), so
 # "others" has nothing of its own to change (scripts/ufe_others_person.py).
-TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity", "face": "identity"}
+TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity", "face": "identity", "person": "identity"}
 
 
 def render_twins(
@@ -252,7 +252,9 @@ def render_twins(
     world kept (``FaceWorld.draw_factor`` consumes the class column whether forced or not, so the
     twin keeps even the factor's own jitter). An identity twin is another of the set's people in
     the same draw, an unseen-identity twin one of the split's people outside the set (refused
-    where the set holds them all), a face twin an identity twin with the image's own hair style.
+    where the set holds them all), a face twin an identity twin with the image's own hair style;
+    a person twin is an identity twin (the same images, the same cache file) that L_twin compares
+    in "others" too (TWIN_FREE).
     A twin differs from its image in that factor alone: whatever another subspace's feature
     changes between the two is that factor leaking into it, which ``twin_loss``
     (train/ufe_losses.py) penalises. Returns (N, 3, H, W) uint8."""
@@ -273,8 +275,9 @@ def render_twins(
         unseen = people[~torch.isin(people, data.labels["identity"].long())]
         if not len(unseen):
             raise ConfigError(f"unseen_identity twins: the set holds every person of the world's {data.split} split; train on fewer identities or use identity twins")
-    key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), factor, seed], default=str).encode()).hexdigest()[:16]
-    path = Path(cache) / f"twins_{factor}_{data.split}_{len(data)}_{world_config.image_size}_{key}.npy" if cache else None
+    rendered = "identity" if factor == "person" else factor  # the same images; the loss tells them apart
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), rendered, seed], default=str).encode()).hexdigest()[:16]
+    path = Path(cache) / f"twins_{rendered}_{data.split}_{len(data)}_{world_config.image_size}_{key}.npy" if cache else None
     if path is not None and path.is_file():
         try:
             twins = torch.from_numpy(np.load(path))
@@ -291,7 +294,7 @@ def render_twins(
         stranger = unseen[torch.randint(0, len(unseen), (len(data),), generator=torch.Generator().manual_seed(seed))]
     images = []
     with progress_bar(progress) as bar:
-        task = bar.add_task(f"rendering {factor} twins", total=len(data))
+        task = bar.add_task(f"rendering {rendered} twins", total=len(data))
         for s in range(0, len(data), chunk):
             index = data.index[s : s + chunk]
             # every per-image draw is keyed by the sample index, so a twin of another person
@@ -301,7 +304,7 @@ def render_twins(
             else:
                 p = world.sample_params(index, data.split, identities=data.labels["identity"][s : s + chunk])
                 other = (world.labels(p)[label].long() + step[s : s + chunk]) % classes
-                if factor == "identity":
+                if rendered == "identity":
                     p = world.sample_params(index, data.split, identities=other)
                 elif factor == "face":
                     p = world.sample_params(index, data.split, identities=other).replace(hair=p.hair)

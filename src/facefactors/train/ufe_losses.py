@@ -631,7 +631,10 @@ def rec_to_encoder(step: int, cfg: UFELossConfig) -> dict[str, float] | float:
 # person's (sec. 4.7).
 # A face twin keeps the image's hair style, so "others" is held still too.
 _PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
-TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender")}
+# A person twin is an identity twin whose "others" must hold still as well: the world draws each
+# image's hair as its person's own plus a per-image offset kept by the twin (world.py, HAIR_SPREAD),
+# so "others" may keep the offset and must leave the person's own hair to identity.
+TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender"), "person": ("identity", "age", "gender")}
 
 
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
