@@ -15,6 +15,10 @@ reader), linear discriminant analysis and 5 nearest neighbours on the same two n
 ``--run`` (a folder holding the features.npz that ``facefactors ufe experiment world_a`` writes,
 on the same preset's held-out set) the weak classifier on the run's "others" feature (whether
 that feature holds the person through anything but the hair: ``scripts/ufe_others_person.py``).
+Last, the same readers on the image's own part of the hair style (volume and length minus the
+person's own, the fringe, the parting): what "others" holds if identity keeps the person's own
+hair, the split that person twins ask for (``data.twins=person``); only the clamp at 0 and 1
+tells people apart there.
 """
 
 from __future__ import annotations
@@ -76,6 +80,14 @@ def bayes_accuracy(params, labels: np.ndarray) -> float:
     return float(((winners & truth).sum(1) / winners.sum(1)).mean())
 
 
+def image_own_hair(params) -> np.ndarray:
+    """(N, 4) the part of each image's hair style that is not its person's: volume and length
+    minus the person's own (albedo coefficients), then the fringe and the parting, drawn per image."""
+    hair = params.hair.double().numpy()
+    own = params.albedo[:, [A["hair_volume"], A["hair_length"]]].double().numpy()
+    return np.concatenate([hair[:, :2] - own, hair[:, 2:4]], 1)
+
+
 def other_readers(x: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """5-fold accuracy of the weak classifier, LDA and 5-NN reading ``labels`` from ``x``."""
     out = {"weak classifier": cv_accuracy(x, labels)[0]}
@@ -113,6 +125,9 @@ def main() -> None:
     print(f"  {'Bayes reader':16s} {bayes:.3f}  {bayes / chance:6.2f}x   (knows each person's hair distribution)")
     hair = params.hair[:, :2].double().numpy()
     for name, acc in other_readers(hair, labels).items():
+        print(f"  {name:16s} {acc:.3f}  {acc / chance:6.2f}x")
+    print("identity read from the image's own part of the hair style (offsets from the person's own, fringe, parting)")
+    for name, acc in other_readers(image_own_hair(params), labels).items():
         print(f"  {name:16s} {acc:.3f}  {acc / chance:6.2f}x")
     if others is not None:
         acc = cv_accuracy(others.astype(np.float64), labels)[0]
