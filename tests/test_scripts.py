@@ -507,8 +507,6 @@ def test_ufe_hair_floor_bayes_reader_beats_every_reader_and_matches_the_world_s_
     from facefactors.config import load_config
     from facefactors.train.ufe import UFETrainConfig
 
-    from facefactors.world.world import HAIR_SPREAD
-
     floor = _load_script("ufe_hair_floor")
     overrides = ["data.test_identities=20", "data.test_images_per_identity=10"]
     cfg = load_config(UFETrainConfig, "ufe", "tiny", overrides)
@@ -536,6 +534,8 @@ def test_ufe_hair_floor_bayes_reader_beats_every_reader_and_matches_the_world_s_
     assert exact > 3 / len(people)  # hair style tells these people apart well above chance
     # The image's own part: the offsets are the world's uniform draws (the person's own subtracted),
     # so inside (0, 1) they are the same for everyone; only the clamp can tell people apart.
+    from facefactors.world.world import HAIR_SPREAD
+
     own = floor.image_own_hair(params)
     inside = ((hair > 0) & (hair < 1)).all(1)
     assert np.abs(own[inside, :2]).max() <= HAIR_SPREAD / 2 + 1e-6
