@@ -432,3 +432,34 @@ def test_the_train_command_says_which_units_it_pinned(tmp_path, capsys):
     flat = "".join(said.split())  # rich wraps long lines wherever a space falls
     for name, coords in pinned.items():
         assert "".join(f"{name} {coords}".split()) in flat
+
+
+def test_checkpoint_weights_script_reads_a_run_halfway(tmp_path):
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("ufe_checkpoint_weights", root / "scripts" / "ufe_checkpoint_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    cfg = load_config(UFETrainConfig, "ufe", "tiny", ["trainer.max_steps=2"])
+    data = synthetic_set()
+    run, _ = train_ufe(cfg, tmp_path / "run", GroupedBatches(data, "identity", 3, 2), data.description)
+    assert script.checkpoint_weights(run.path, tmp_path / "half") == 2
+    # Independently: the checkpoint's own tensors, loaded here, are the halfway model's.
+    state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model = load_ufe(tmp_path / "half")
+    own = model.state_dict()
+    assert own and all(torch.equal(v, state["model." + k]) for k, v in own.items())
+    assert model.encode(data.batch([0, 1])["image"])["identity"].shape == (2, cfg.model.feature_dim)
+
+    # bad input: one line naming the file, nothing written
+    res = subprocess.run([sys.executable, str(root / "scripts" / "ufe_checkpoint_weights.py"), str(tmp_path / "nothing"), str(tmp_path / "out")], capture_output=True, text=True)
+    assert res.returncode == 2 and "last.ckpt: no checkpoint" in res.stderr and "Traceback" not in res.stderr
+    run.last_checkpoint.write_bytes(run.last_checkpoint.read_bytes()[:1000])  # truncated
+    with pytest.raises(UserError, match=r"last\.ckpt: not a readable training checkpoint"):
+        script.checkpoint_weights(run.path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
