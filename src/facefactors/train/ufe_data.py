@@ -236,6 +236,8 @@ def render_world_set(
 # parting): only the face changes (shape, albedo, with them the hairline and hair colour), so
 # "others" has nothing of its own to change (scripts/ufe_others_person.py).
 TWIN_FACTORS = {"pose": "pose", "expression": "expression", "lighting": "lighting", "identity": "identity", "unseen_identity": "identity", "face": "identity", "person": "identity"}
+# Twin kinds that differ from another in the loss alone (TWIN_FREE) share its images and cache file.
+TWIN_IMAGES_OF = {"person": "identity"}
 
 
 def render_twins(
@@ -275,7 +277,7 @@ def render_twins(
         unseen = people[~torch.isin(people, data.labels["identity"].long())]
         if not len(unseen):
             raise ConfigError(f"unseen_identity twins: the set holds every person of the world's {data.split} split; train on fewer identities or use identity twins")
-    rendered = "identity" if factor == "person" else factor  # the same images; the loss tells them apart
+    rendered = TWIN_IMAGES_OF.get(factor, factor)
     key = hashlib.sha1(json.dumps([dataclasses.asdict(world_config), data.split, data.index.tolist(), data.labels["identity"].tolist(), rendered, seed], default=str).encode()).hexdigest()[:16]
     path = Path(cache) / f"twins_{rendered}_{data.split}_{len(data)}_{world_config.image_size}_{key}.npy" if cache else None
     if path is not None and path.is_file():
