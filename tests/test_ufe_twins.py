@@ -12,7 +12,13 @@ from facefactors.train.ufe_data import (
     render_world_set,
     world_a_config,
 )
-from facefactors.train.ufe_losses import UFELossConfig, twin_loss, ufe_losses
+from facefactors.train.ufe_losses import (
+    FeatureHistory,
+    UFELossConfig,
+    twin_loss,
+    twin_whitening,
+    ufe_losses,
+)
 from facefactors.utils.errors import ConfigError, UserError
 from test_ufe_losses import tiny_model
 
@@ -205,6 +211,53 @@ def test_an_identity_twin_leaves_identity_and_others_free():
     assert torch.isclose(twin_loss(f, g, "pose"), torch.tensor(1.0))
 
 
+def test_twin_whitening_charges_each_direction_by_its_inverse_variance():
+    # Samples with independent coordinates of standard deviations 0.5 and 0.05 (exactly: a
+    # +-s design whose covariance is diagonal), so the map is diagonal with known entries.
+    signs = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]).repeat(8, 1)
+    s = torch.tensor([0.5, 0.05])
+    kept = 0.5 + signs * s
+    eps = 0.1
+    variance = signs.var(0) * s**2  # torch's unbiased variance of the design
+    mean = variance.mean()
+    expected = torch.diag(mean.sqrt() / (variance + eps * mean).sqrt())
+    W = twin_whitening(kept, eps)
+    assert torch.allclose(W.float(), expected, atol=1e-6)
+    # an offset of 0.01 along the quiet direction now costs more than along the loud one, not the
+    # same: 100x by the variances, 17.8x with the ridge (0.1 of the mean variance) added to both;
+    # an isotropic feature keeps its plain distance up to the ridge
+    along = {d: {"others": torch.zeros(1, 2), "pose": torch.zeros(1, 2)} for d in (0, 1)}
+    twins = {d: {"others": torch.zeros(1, 2).index_fill_(1, torch.tensor([d]), 0.01), "pose": torch.ones(1, 2)} for d in (0, 1)}
+    loud, quiet = (float(twin_loss(along[d], twins[d], "pose", {"others": W})) for d in (0, 1))
+    assert quiet / loud == pytest.approx(float((variance[0] + eps * mean) / (variance[1] + eps * mean)), rel=1e-5)
+    assert 17 < quiet / loud < 18.5
+    round_kept = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0)) * 0.2
+    plain = twin_loss(along[0] | {"others": torch.zeros(1, 3)}, {"others": torch.full((1, 3), 0.1), "pose": torch.ones(1, 2)}, "pose")
+    whitened = twin_loss(along[0] | {"others": torch.zeros(1, 3)}, {"others": torch.full((1, 3), 0.1), "pose": torch.ones(1, 2)}, "pose",
+                         {"others": twin_whitening(round_kept, eps)})
+    assert float(whitened) == pytest.approx(float(plain) / (1 + eps), rel=0.1)
+
+
+def test_l_twin_whitens_with_the_kept_batches_once_they_exist():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x, twin = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    labels = {"identity": torch.tensor([0, 0, 1, 1]), "expression": torch.tensor([0, 1, 0, 1])}
+    cfg = UFELossConfig(twin=1.0, twin_whiten=True, history=4, whiten_eps=0.1)
+    history = FeatureHistory(4)
+    with torch.no_grad():
+        fx, ft = model.encode(x), model.encode(twin)
+    _, first = ufe_losses(model, x, labels, cfg, 0.0, history=history, twins={"expression": twin})
+    assert torch.isclose(first["twin"], twin_loss(fx, ft, "expression"), atol=1e-6)  # nothing kept yet: plain
+    for _ in range(2):
+        _, terms = ufe_losses(model, x, labels, cfg, 0.0, history=history, twins={"expression": twin})
+    # the history held two copies of this batch's features when the third call measured
+    kept = {n: torch.cat([f, f]) for n, f in fx.items()}
+    expected = twin_loss(fx, ft, "expression", {n: twin_whitening(f, 0.1) for n, f in kept.items()})
+    assert torch.isclose(terms["twin"], expected, rtol=1e-4)
+    assert not torch.isclose(terms["twin"], first["twin"], rtol=1e-2)
+
+
 def test_ufe_losses_add_l_twin_only_with_twins():
     torch.manual_seed(0)
     model = tiny_model()
@@ -251,7 +304,8 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
     for overrides, message in ((["loss.twin=3"], "needs twins"), (["data.twins=pose"], "only loss.twin uses"), (["loss.twin=-1"], ">= 0"),
                                (["loss.twin=3", "data.twins=pose,camera"], "each factor once"), (["loss.twin=3", "data.twins=pose,pose"], "each factor once"),
                           (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={face: 4}"], r"names \['face'\], not twin sets"),
-                          (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={pose: -1}"], "below 0")):
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={pose: -1}"], "below 0"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=true", "loss.history=0"], "loss.twin_whiten needs recent batches")):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written

@@ -108,7 +108,8 @@ def check_loss_options(loss: UFELossConfig) -> None:
     if uses_perceptual_net(loss) and loss.perceptual_net != AUTO and not Path(loss.perceptual_net).is_dir():  # AUTO: ensure_perceptual_net makes it
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
-    wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit)) if on]
+    wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit),
+                                   ("loss.twin_whiten", loss.twin_whiten and loss.twin > 0)) if on]
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"
         raise UserError(f"{' and '.join(wants)} {verb} recent batches: set --set loss.history=16 (the presets' value), or switch it off")

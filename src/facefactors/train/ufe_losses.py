@@ -562,6 +562,11 @@ class UFELossConfig:
     # change between the two.
     twin: float = 0.0  # its weight; 0 = off
     twin_factor_weights: dict[str, float] = field(default_factory=dict)  # factors on one twin set's term before the mean, e.g. {face: 4}
+    # L_twin's distances in each subspace's whitened coordinates (twin_whitening: the kept
+    # batches' covariance, whiten_eps and whiten_std_floor as L_ind's; needs history > 0), so a
+    # small offset along a direction the batch hardly varies in costs as much as a linear reader
+    # finds it worth. Before the history fills, the plain distance.
+    twin_whiten: bool = False
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
@@ -637,10 +642,23 @@ _PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
 TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender"), "person": ("identity", "age", "gender")}
 
 
-def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str) -> torch.Tensor:
+def twin_whitening(kept: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0) -> torch.Tensor:
+    """The map ``twin_loss`` measures one subspace's differences through: whitening_matrix of the
+    kept samples (N, D) times the square root of their mean variance, so that a feature whose
+    covariance is a multiple of the identity keeps its plain distances (up to the ridge,
+    1 / (1 + eps)) and L_twin's weight keeps its meaning; only the directions are reweighted,
+    each by its inverse variance, at most 1 / eps times the mean (the ridge)."""
+    mean_variance = kept.detach().double().var(0).mean()
+    return whitening_matrix(kept, eps, std_floor) * mean_variance.sqrt()
+
+
+def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str,
+              whitening: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """L_twin (not in the paper): the mean over every subspace but ``changed``'s (TWIN_FREE) of the squared
     distance between an image's feature and its twin's, divided by the feature's dimension (the
-    scale of L_con's ``con_normalize`` distances), averaged over the batch.
+    scale of L_con's ``con_normalize`` distances), averaged over the batch. With ``whitening``
+    {subspace: (D, D)} (twin_whitening) a subspace's difference is mapped through its matrix
+    first (``loss.twin_whiten``).
 
     A twin is the same face with one factor (``changed``) forced to another class and every other
     draw of the world kept (train/ufe_data.py, render_twins). The paper asks that each subspace
@@ -652,7 +670,13 @@ def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.
     names = [n for n in features if n not in free]
     if not names:
         raise ValueError(f"no subspace besides {changed!r} to hold still")
-    return torch.stack([((features[n] - twin_features[n]) ** 2).sum(1).mean() / features[n].shape[1] for n in names]).mean()
+    whitening = whitening or {}
+
+    def difference(n: str) -> torch.Tensor:
+        d = features[n] - twin_features[n]
+        return d @ whitening[n].to(d) if n in whitening else d
+
+    return torch.stack([(difference(n) ** 2).sum(1).mean() / features[n].shape[1] for n in names]).mean()
 
 
 def ufe_losses(
@@ -723,7 +747,7 @@ def ufe_losses(
     if cfg.saturation > 0:
         terms["sat"] = saturation_loss(pre_sigmoid)
         total = total + cfg.saturation * terms["sat"]
-    needs_history = (cfg.independence > 0 and cfg.independence_whiten) or cfg.adversary_fit
+    needs_history = (cfg.independence > 0 and cfg.independence_whiten) or cfg.adversary_fit or (cfg.twin > 0 and cfg.twin_whiten)
     kept = history.stacked() if needs_history and history is not None and len(history) else None
     if cfg.independence > 0:
         whitening = None
@@ -736,9 +760,12 @@ def ufe_losses(
         total = total + terms["adv"]
     if cfg.twin > 0 and twins:  # world B's batches (sec. 4.7) come without twins
         per_factor = []
+        twin_map = None
+        if cfg.twin_whiten and kept is not None:
+            twin_map = {n: twin_whitening(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
         for factor, twin_image in twins.items():
             twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
-            per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor))
+            per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor, twin_map))
         terms["twin"] = torch.stack(per_factor).mean()
         total = total + cfg.twin * terms["twin"]
     if history is not None:
