@@ -642,14 +642,16 @@ _PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
 TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender"), "person": ("identity", "age", "gender")}
 
 
-def twin_whitening(kept: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0) -> torch.Tensor:
+def twin_whitening(kept: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0, whitening: torch.Tensor | None = None) -> torch.Tensor:
     """The map ``twin_loss`` measures one subspace's differences through: whitening_matrix of the
-    kept samples (N, D) times the square root of their mean variance, so that a feature whose
-    covariance is a multiple of the identity keeps its plain distances (up to the ridge,
-    1 / (1 + eps)) and L_twin's weight keeps its meaning; only the directions are reweighted,
-    each by its inverse variance, at most 1 / eps times the mean (the ridge)."""
-    mean_variance = kept.detach().double().var(0).mean()
-    return whitening_matrix(kept, eps, std_floor) * mean_variance.sqrt()
+    kept samples (N, D) (``whitening``, if it is already computed) times the square root of their
+    mean variance, so that a feature whose covariance is a multiple of the identity keeps its
+    plain distances (up to the ridge, 1 / (1 + eps)) and L_twin's weight keeps its meaning; only
+    the directions are reweighted, each by its inverse variance, at most 1 / eps times the mean
+    (the ridge)."""
+    if whitening is None:
+        whitening = whitening_matrix(kept, eps, std_floor)
+    return whitening * kept.detach().double().var(0).mean().sqrt()
 
 
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str,
@@ -749,11 +751,11 @@ def ufe_losses(
         total = total + cfg.saturation * terms["sat"]
     needs_history = (cfg.independence > 0 and cfg.independence_whiten) or cfg.adversary_fit or (cfg.twin > 0 and cfg.twin_whiten)
     kept = history.stacked() if needs_history and history is not None and len(history) else None
+    whitening = None  # shared by L_ind and L_twin: the same kept batches, ridge and floor
+    if kept is not None and ((cfg.independence > 0 and cfg.independence_whiten) or (cfg.twin > 0 and cfg.twin_whiten)):
+        whitening = {n: whitening_matrix(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
     if cfg.independence > 0:
-        whitening = None
-        if cfg.independence_whiten and kept is not None:
-            whitening = {n: whitening_matrix(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
-        terms["ind"] = independence_loss(features, labels, whitening, cfg.independence_hinge, cfg.independence_weights, cfg.independence_pair_weights, cfg.independence_unwhitened_pairs)
+        terms["ind"] = independence_loss(features, labels, whitening if cfg.independence_whiten else None, cfg.independence_hinge, cfg.independence_weights, cfg.independence_pair_weights, cfg.independence_unwhitened_pairs)
         total = total + cfg.independence * terms["ind"]
     if kept is not None and cfg.adversary_fit and (cfg.oth > 0 or cfg.cross > 0):
         terms["adv"] = adversary_fit_loss(model, *kept, cfg)
@@ -761,8 +763,8 @@ def ufe_losses(
     if cfg.twin > 0 and twins:  # world B's batches (sec. 4.7) come without twins
         per_factor = []
         twin_map = None
-        if cfg.twin_whiten and kept is not None:
-            twin_map = {n: twin_whitening(f, cfg.whiten_eps, cfg.whiten_std_floor) for n, f in kept[0].items()}
+        if cfg.twin_whiten and whitening is not None:
+            twin_map = {n: twin_whitening(f, whitening=whitening[n]) for n, f in kept[0].items()}
         for factor, twin_image in twins.items():
             twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
             per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor, twin_map))
