@@ -243,7 +243,7 @@ def test_l_twin_whitens_with_the_kept_batches_once_they_exist():
     model = tiny_model()
     x, twin = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     labels = {"identity": torch.tensor([0, 0, 1, 1]), "expression": torch.tensor([0, 1, 0, 1])}
-    cfg = UFELossConfig(twin=1.0, twin_whiten=True, history=4, whiten_eps=0.1)
+    cfg = UFELossConfig(twin=1.0, twin_whiten=["identity", "expression", "others"], history=4, whiten_eps=0.1)
     history = FeatureHistory(4)
     with torch.no_grad():
         fx, ft = model.encode(x), model.encode(twin)
@@ -253,9 +253,14 @@ def test_l_twin_whitens_with_the_kept_batches_once_they_exist():
         _, terms = ufe_losses(model, x, labels, cfg, 0.0, history=history, twins={"expression": twin})
     # the history held two copies of this batch's features when the third call measured
     kept = {n: torch.cat([f, f]) for n, f in fx.items()}
-    expected = twin_loss(fx, ft, "expression", {n: twin_whitening(f, 0.1) for n, f in kept.items()})
+    expected = twin_loss(fx, ft, "expression", {n: twin_whitening(kept[n], 0.1) for n in ("identity", "others")})  # expression: changed
     assert torch.isclose(terms["twin"], expected, rtol=1e-4)
     assert not torch.isclose(terms["twin"], first["twin"], rtol=1e-2)
+    # only the subspaces named are whitened
+    only = UFELossConfig(twin=1.0, twin_whiten=["others"], history=4, whiten_eps=0.1)
+    _, some = ufe_losses(model, x, labels, only, 0.0, history=history, twins={"expression": twin})
+    kept = {n: torch.cat([f, f, f]) for n, f in fx.items()}
+    assert torch.isclose(some["twin"], twin_loss(fx, ft, "expression", {"others": twin_whitening(kept["others"], 0.1)}), rtol=1e-4)
 
 
 def test_ufe_losses_add_l_twin_only_with_twins():
@@ -305,7 +310,8 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
                                (["loss.twin=3", "data.twins=pose,camera"], "each factor once"), (["loss.twin=3", "data.twins=pose,pose"], "each factor once"),
                           (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={face: 4}"], r"names \['face'\], not twin sets"),
                           (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={pose: -1}"], "below 0"),
-                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=true", "loss.history=0"], "loss.twin_whiten needs recent batches")):
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others", "loss.history=0"], "loss.twin_whiten needs recent batches"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others,hair", "loss.history=4"], r"names \['hair'\], not subspaces")):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written

@@ -17,7 +17,7 @@ import torch
 
 from facefactors.config import load_saved_config
 from facefactors.data.description import DatasetDescription
-from facefactors.models.ufe import UFE, UFEConfig
+from facefactors.models.ufe import OTHERS, UFE, UFEConfig, attributes_from_description
 from facefactors.train.common import (
     RunDir,
     TrainerConfig,
@@ -109,7 +109,7 @@ def check_loss_options(loss: UFELossConfig) -> None:
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit),
-                                   ("loss.twin_whiten", loss.twin_whiten and loss.twin > 0)) if on]
+                                   ("loss.twin_whiten", bool(loss.twin_whiten) and loss.twin > 0)) if on]
     if wants and loss.history == 0:
         verb = "needs" if len(wants) == 1 else "need"
         raise UserError(f"{' and '.join(wants)} {verb} recent batches: set --set loss.history=16 (the presets' value), or switch it off")
@@ -147,6 +147,18 @@ def check_twins(cfg: UFETrainConfig) -> None:
         raise UserError(f"loss.twin_factor_weights names {unweighted}, not twin sets of this run (data.twins={','.join(cfg.data.twins)})")
 
 
+def check_attribute_names(loss: UFELossConfig, attributes: list[str]) -> None:
+    """The loss options that name attributes or subspaces name this model's own."""
+    for option in ("con_weights", "con_positive_weights", "independence_weights"):
+        unknown = sorted(set(getattr(loss, option)) - set(attributes))
+        if unknown:
+            raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(attributes)}")
+    subspaces = [*attributes, OTHERS]
+    unknown = sorted(set(loss.twin_whiten) - set(subspaces))
+    if unknown:
+        raise UserError(f"loss.twin_whiten names {unknown}, not subspaces of this model; known: {subspaces}")
+
+
 class UFERecipe(L.LightningModule):
     """L_full (eq. 6) on batches ``{"image", "labels", "index"}``."""
 
@@ -164,10 +176,7 @@ class UFERecipe(L.LightningModule):
         check_loss_options(cfg.loss)
         check_twins(cfg)
         check_schedule(cfg.optim.schedule, cfg.optim.decay_start, cfg.optim.final_lr_scale)
-        for option in ("con_weights", "con_positive_weights", "independence_weights"):
-            unknown = sorted(set(getattr(cfg.loss, option)) - set(self.model.attributes))
-            if unknown:
-                raise UserError(f"loss.{option} names {unknown}, not attributes of this data set; known: {list(self.model.attributes)}")
+        check_attribute_names(cfg.loss, self.model.attributes)
         pairs = {f"{x}/{y}" for x in self.model.feature_names for y in self.model.attributes if x != y}
         for option in ("independence_pair_weights", "independence_unwhitened_pairs"):
             unknown = sorted(set(getattr(cfg.loss, option)) - pairs)
@@ -281,6 +290,7 @@ def train_ufe(cfg: UFETrainConfig, out: str | Path, train_stream, description: D
 
     ensure_perceptual_net(cfg.loss, cfg.data.zoom, cfg.data.cache, cfg.trainer.threads, cfg.trainer.progress)
     check_train_config(cfg)  # before the run directory is written
+    check_attribute_names(cfg.loss, attributes_from_description(description, cfg.model.attributes))
     run, _ = prepare_run(out, cfg, overwrite=overwrite)
     description.save(run.path / "description.json")
     recipe = UFERecipe(cfg, description, run)

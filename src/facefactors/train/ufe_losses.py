@@ -562,11 +562,11 @@ class UFELossConfig:
     # change between the two.
     twin: float = 0.0  # its weight; 0 = off
     twin_factor_weights: dict[str, float] = field(default_factory=dict)  # factors on one twin set's term before the mean, e.g. {face: 4}
-    # L_twin's distances in each subspace's whitened coordinates (twin_whitening: the kept
-    # batches' covariance, whiten_eps and whiten_std_floor as L_ind's; needs history > 0), so a
-    # small offset along a direction the batch hardly varies in costs as much as a linear reader
-    # finds it worth. Before the history fills, the plain distance.
-    twin_whiten: bool = False
+    # The subspaces whose L_twin distances are measured in whitened coordinates (twin_whitening:
+    # the kept batches' covariance, whiten_eps and whiten_std_floor as L_ind's; needs history >
+    # 0), e.g. [others]: a small offset along a direction the batch hardly varies in then costs
+    # as much as a linear reader finds it worth. Before the history fills, the plain distance.
+    twin_whiten: list[str] = field(default_factory=list)
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
@@ -764,7 +764,7 @@ def ufe_losses(
         per_factor = []
         twin_map = None
         if cfg.twin_whiten and whitening is not None:
-            twin_map = {n: twin_whitening(f, whitening=whitening[n]) for n, f in kept[0].items()}
+            twin_map = {n: twin_whitening(kept[0][n], whitening=whitening[n]) for n in cfg.twin_whiten}
         for factor, twin_image in twins.items():
             twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
             per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor, twin_map))
