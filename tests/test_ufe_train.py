@@ -272,6 +272,19 @@ def test_ablation_experiment_runs_only_the_chosen_variants(tmp_path, monkeypatch
         X.run_experiment("composites", "tiny", tmp_path, progress=False, variants=["wo_oth"])
 
 
+def test_ablation_experiment_without_the_full_model_trains_and_reports_the_variants_alone(tmp_path, monkeypatch):
+    X, trained = _ablation_without_training(monkeypatch)
+    res = X.run_experiment("ablation", "tiny", tmp_path, ["loss.cross=0"], progress=False, variants=["wo_rec"], full=False)
+    assert list(trained) == ["wo_rec"] and trained["wo_rec"].rec == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "wo_rec: silhouette" in report and "full: silhouette" not in report and res == tmp_path / "report.md"
+    assert list(json.loads((tmp_path / "metrics.json").read_text())) == ["wo_rec"]
+    with pytest.raises(UserError, match="--run names the full model.*--no-full"):
+        X.run_experiment("ablation", "tiny", tmp_path, progress=False, run="runs/somewhere", full=False)
+    with pytest.raises(UserError, match="--no-full leaves the full model out of an ablation"):
+        X.run_experiment("composites", "tiny", tmp_path, progress=False, full=False)
+
+
 def test_experiments_reuse_a_finished_run_only_if_it_was_trained_with_the_same_config(tmp_path, monkeypatch):
     import facefactors.experiments.ufe as X
 

@@ -364,3 +364,18 @@ def test_a_bad_twin_option_is_refused_before_rendering(command, tmp_path, capsys
     err = capsys.readouterr().err
     assert e.value.code == 2 and "needs twins to compare" in err and "Traceback" not in err
     assert not cache.exists() and not any((tmp_path / "run").rglob("*"))  # nothing rendered, nothing written
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    (["ufe", "experiment", "composites", "--no-full"], "--no-full leaves the full model out of an ablation"),
+    (["ufe", "experiment", "ablation", "--no-full", "--run", "runs/full"], "--run names the full model"),
+])
+def test_no_full_outside_an_ablation_or_with_run_is_refused_in_one_line_before_rendering(command, message, tmp_path, capsys):
+    from facefactors.cli.main import main
+
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", f"data.cache={cache}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not cache.exists()

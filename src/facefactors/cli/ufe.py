@@ -144,10 +144,11 @@ def experiment(
     set_: list[str] = typer.Option([], "--set", help="config override section.field=value"),
     variants: str | None = typer.Option(None, help="ablation only: comma-separated ablations to run, e.g. wo_rec,wo_oth (default: all)"),
     rater: str | None = typer.Option(None, help="user_study / multi_dataset only: the judging rater's run folder (default runs/rater-PRESET[-zoomZ], trained there if missing)"),
+    full: bool = typer.Option(True, "--full/--no-full", help="ablation only: --no-full trains and evaluates the chosen variants alone (compare them with a full model's saved matrices by scripts/ufe_compare.py)"),
 ) -> None:
     """Run one of the paper's six experiments on the world (or world_floor: the leakage the world itself fixes); writes report.md and metrics.json."""
     from facefactors.experiments.ufe import run_experiment
 
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    report = run_experiment(name, preset, out, set_, run=run, variants=chosen, rater=rater)
+    report = run_experiment(name, preset, out, set_, run=run, variants=chosen, rater=rater, full=full)
     err.print(f"[green]report[/]: {report}")

@@ -568,12 +568,16 @@ def ablations(cfg: UFETrainConfig) -> dict[str, list[str]]:
     return out
 
 
-def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None) -> dict:
+def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None, full: bool = True) -> dict:
     """Sec. 4.8, Fig. 7: the full model and five ablations, silhouette matrices side by side.
 
     ``variants`` names the ablations to run (default: all of :func:`ablations`); each trains in
     ``out/<variant>``, or is reused from there if a finished run of the same config is found, so
-    a study can be run a few variants at a time into the same folder."""
+    a study can be run a few variants at a time into the same folder. ``full=False`` leaves the
+    full model out (neither trained nor evaluated): on a machine that trains one variant, its
+    matrices are then set beside a full model's saved ones by ``scripts/ufe_compare.py``."""
+    if run and not full:
+        raise UserError("--run names the full model to evaluate and --no-full leaves it out; drop one of them")
     results = {}
     sections = []
     cfg = _config(preset, overrides)
@@ -584,7 +588,7 @@ def exp_ablation(preset: str, out: Path, overrides=(), progress: bool = True, ru
             raise UserError(f"unknown ablation {', '.join(unknown)} for this config; choose from {', '.join(todo)}")
         todo = {v: todo[v] for v in todo if v in variants}
     train, test = world_a_sets(cfg, progress)
-    for name, extra in {"full": [], **todo}.items():
+    for name, extra in (({"full": []} if full else {}) | todo).items():
         c = _config(preset, [*overrides, *extra])
         model = load_ufe(run) if (run and name == "full") else train_or_load(c, out / name, train, progress)
         results[name] = evaluate_matrices(model, test, out, tag=f"_{name}", tsne=False)
@@ -662,16 +666,20 @@ EXPERIMENTS = {
 }
 
 
-def run_experiment(name: str, preset: str = "quick", out: str | Path | None = None, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None, rater: str | None = None) -> Path:
+def run_experiment(name: str, preset: str = "quick", out: str | Path | None = None, overrides=(), progress: bool = True, run: str | None = None, variants: list[str] | None = None, rater: str | None = None, full: bool = True) -> Path:
     if name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if variants and name != "ablation":
         raise UserError(f"--variants chooses ablations; experiment {name!r} has none (use it with `ablation`)")
+    if not full and name != "ablation":
+        raise UserError(f"--no-full leaves the full model out of an ablation; experiment {name!r} has none (use it with `ablation`)")
     if rater and name not in JUDGED:
         raise UserError(f"--rater names the judge of {' and '.join(JUDGED)}; experiment {name!r} has none")
     out = Path(out or f"runs/ufe-{name}-{preset}")
     out.mkdir(parents=True, exist_ok=True)
     extra = {"variants": variants} if variants else {}
+    if not full:
+        extra["full"] = False
     if rater:
         extra["rater"] = rater
     EXPERIMENTS[name](preset, out, list(overrides), progress, run, **extra)
