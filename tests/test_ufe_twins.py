@@ -238,6 +238,23 @@ def test_twin_whitening_charges_each_direction_by_its_inverse_variance():
     assert float(whitened) == pytest.approx(float(plain) / (1 + eps), rel=0.1)
 
 
+def test_twin_whitening_strength_moves_the_squared_distance_linearly_from_plain_to_whitened():
+    g = torch.Generator().manual_seed(1)
+    kept = torch.rand(64, 5, generator=g) * torch.tensor([1.0, 0.5, 0.1, 0.05, 0.02])  # anisotropic
+    full = twin_whitening(kept, 0.05)
+    d = torch.randn(7, 5, generator=g).double()
+    plain, whitened = (d**2).sum(1), ((d @ full) ** 2).sum(1)
+    assert not torch.allclose(plain, whitened, rtol=0.1)
+    for s in (0.0, 0.25, 0.5, 0.9):
+        M = twin_whitening(kept, 0.05, strength=s)
+        assert torch.allclose(M, M.T, atol=1e-10)
+        assert torch.allclose(((d @ M) ** 2).sum(1), (1 - s) * plain + s * whitened, rtol=1e-8)
+    assert torch.allclose(twin_whitening(kept, 0.05, strength=0.0), torch.eye(5, dtype=torch.float64), atol=1e-10)
+    assert torch.equal(twin_whitening(kept, 0.05, strength=1.0), full)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        twin_whitening(kept, 0.05, strength=1.5)
+
+
 def test_l_twin_whitens_with_the_kept_batches_once_they_exist():
     torch.manual_seed(0)
     model = tiny_model()
@@ -261,6 +278,12 @@ def test_l_twin_whitens_with_the_kept_batches_once_they_exist():
     _, some = ufe_losses(model, x, labels, only, 0.0, history=history, twins={"expression": twin})
     kept = {n: torch.cat([f, f, f]) for n, f in fx.items()}
     assert torch.isclose(some["twin"], twin_loss(fx, ft, "expression", {"others": twin_whitening(kept["others"], 0.1)}), rtol=1e-4)
+    # a part of the whitening: L_twin halfway between the plain and the fully whitened term
+    half = UFELossConfig(twin=1.0, twin_whiten=["others"], twin_whiten_strength={"others": 0.5}, history=4, whiten_eps=0.1)
+    _, mixed = ufe_losses(model, x, labels, half, 0.0, history=history, twins={"expression": twin})
+    kept = {n: torch.cat([f, f, f, f]) for n, f in fx.items()}
+    whitened = twin_loss(fx, ft, "expression", {"others": twin_whitening(kept["others"], 0.1)})
+    assert torch.isclose(mixed["twin"], (twin_loss(fx, ft, "expression") + whitened) / 2, rtol=1e-4)
 
 
 def test_ufe_losses_add_l_twin_only_with_twins():
@@ -311,7 +334,10 @@ def test_a_tiny_run_trains_with_twins_and_the_options_must_agree(tmp_path):
                           (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={face: 4}"], r"names \['face'\], not twin sets"),
                           (["loss.twin=3", "data.twins=pose", "loss.twin_factor_weights={pose: -1}"], "below 0"),
                           (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others", "loss.history=0"], "loss.twin_whiten needs recent batches"),
-                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others,hair", "loss.history=4"], r"names \['hair'\], not subspaces")):
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others,hair", "loss.history=4"], r"names \['hair'\], not subspaces"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others", "loss.history=4", "loss.twin_whiten_strength={identity: 0.5}"],
+                           r"names \['identity'\], which loss.twin_whiten"),
+                          (["loss.twin=3", "data.twins=pose", "loss.twin_whiten=others", "loss.history=4", "loss.twin_whiten_strength={others: 2}"], r"outside \[0, 1\]")):
         with pytest.raises(UserError, match=message):
             train_ufe(load_config(UFETrainConfig, "ufe", "tiny", overrides), tmp_path / "bad", stream, train.description)
     assert not (tmp_path / "bad").exists()  # refused before the run directory is written

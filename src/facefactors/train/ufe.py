@@ -108,6 +108,9 @@ def check_loss_options(loss: UFELossConfig) -> None:
     if uses_perceptual_net(loss) and loss.perceptual_net != AUTO and not Path(loss.perceptual_net).is_dir():  # AUTO: ensure_perceptual_net makes it
         raise UserError(f"{loss.perceptual_net}: loss.perceptual_net is no rater run directory; train one with "
                         f"`facefactors ufe rater --set data.zoom=ZOOM --set trainer.seed=1 --out {loss.perceptual_net}`, or {off}")
+    outside = {k: v for k, v in loss.twin_whiten_strength.items() if not 0 <= v <= 1}
+    if outside:
+        raise UserError(f"loss.twin_whiten_strength has strengths outside [0, 1] ({outside}); 1 whitens fully, 0 keeps the plain distance")
     wants = [name for name, on in (("loss.independence_whiten", loss.independence_whiten and loss.independence > 0), ("loss.adversary_fit", loss.adversary_fit),
                                    ("loss.twin_whiten", bool(loss.twin_whiten) and loss.twin > 0)) if on]
     if wants and loss.history == 0:
@@ -157,6 +160,9 @@ def check_attribute_names(loss: UFELossConfig, attributes: list[str]) -> None:
     unknown = sorted(set(loss.twin_whiten) - set(subspaces))
     if unknown:
         raise UserError(f"loss.twin_whiten names {unknown}, not subspaces of this model; known: {subspaces}")
+    unwhitened = sorted(set(loss.twin_whiten_strength) - set(loss.twin_whiten))
+    if unwhitened:
+        raise UserError(f"loss.twin_whiten_strength names {unwhitened}, which loss.twin_whiten ({loss.twin_whiten}) does not whiten; add them there or drop them")
 
 
 class UFERecipe(L.LightningModule):

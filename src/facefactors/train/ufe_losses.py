@@ -567,6 +567,12 @@ class UFELossConfig:
     # 0), e.g. [others]: a small offset along a direction the batch hardly varies in then costs
     # as much as a linear reader finds it worth. Before the history fills, the plain distance.
     twin_whiten: list[str] = field(default_factory=list)
+    # How far each of those subspaces is whitened, in [0, 1] (1, the default, fully; 0 the plain
+    # distance): the squared distance is (1 - s) plain + s whitened (twin_whitening's strength),
+    # e.g. {expression: 0.5}. Whitening a labelled subspace's distance fully took the person out of
+    # "others" but cost that subspace's own class reading (docs/results.md, "Person twins with
+    # L_twin whitened"); a part of it may keep both.
+    twin_whiten_strength: dict[str, float] = field(default_factory=dict)
 
 
 # The terms read from the frozen perceptual network, each with the option holding its weight.
@@ -642,16 +648,28 @@ _PERSON_CARRIES = ("identity", OTHERS, "age", "gender")
 TWIN_FREE = {"identity": _PERSON_CARRIES, "unseen_identity": _PERSON_CARRIES, "face": ("identity", "age", "gender"), "person": ("identity", "age", "gender")}
 
 
-def twin_whitening(kept: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0, whitening: torch.Tensor | None = None) -> torch.Tensor:
+def twin_whitening(kept: torch.Tensor, eps: float = 0.01, std_floor: float = 0.0, whitening: torch.Tensor | None = None,
+                   strength: float = 1.0) -> torch.Tensor:
     """The map ``twin_loss`` measures one subspace's differences through: whitening_matrix of the
     kept samples (N, D) (``whitening``, if it is already computed) times the square root of their
     mean variance, so that a feature whose covariance is a multiple of the identity keeps its
     plain distances (up to the ridge, 1 / (1 + eps)) and L_twin's weight keeps its meaning; only
     the directions are reweighted, each by its inverse variance, at most 1 / eps times the mean
-    (the ridge)."""
+    (the ridge).
+
+    With ``strength`` s < 1 the map M is the symmetric square root of (1 - s) I + s T T^T, T the
+    full map, so that |d M|^2 = (1 - s) |d|^2 + s |d T|^2: the squared distance moves linearly
+    from the plain one (s = 0) to the whitened one (s = 1)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"whitening strength must lie in [0, 1], got {strength}")
     if whitening is None:
         whitening = whitening_matrix(kept, eps, std_floor)
-    return whitening * kept.detach().double().var(0).mean().sqrt()
+    full = whitening * kept.detach().double().var(0).mean().sqrt()
+    if strength == 1.0:
+        return full
+    mixed = (1.0 - strength) * torch.eye(full.shape[0], dtype=full.dtype, device=full.device) + strength * (full @ full.T)
+    e, V = torch.linalg.eigh(mixed)
+    return (V * e.clamp(min=0).sqrt()) @ V.T
 
 
 def twin_loss(features: dict[str, torch.Tensor], twin_features: dict[str, torch.Tensor], changed: str,
@@ -764,7 +782,7 @@ def ufe_losses(
         per_factor = []
         twin_map = None
         if cfg.twin_whiten and whitening is not None:
-            twin_map = {n: twin_whitening(kept[0][n], whitening=whitening[n]) for n in cfg.twin_whiten}
+            twin_map = {n: twin_whitening(kept[0][n], whitening=whitening[n], strength=cfg.twin_whiten_strength.get(n, 1.0)) for n in cfg.twin_whiten}
         for factor, twin_image in twins.items():
             twin_features = {n: torch.sigmoid(z) for n, z in model.encode_pre_sigmoid(twin_image).items()}
             per_factor.append(cfg.twin_factor_weights.get(factor, 1.0) * twin_loss(features, twin_features, factor, twin_map))
