@@ -198,7 +198,11 @@ def test_predict_and_compose_commands(tmp_path, capsys):
     assert set(probs[paths[0]]) == {"identity", "expression"}
     assert abs(sum(probs[paths[0]]["expression"].values()) - 1) < 1e-4
     main(["predict", str(run.path), paths[0], "--json"])  # the top-level name of the same command
-    assert json.loads(capsys.readouterr().out)[paths[0]] == probs[paths[0]]
+    alone = json.loads(capsys.readouterr().out)[paths[0]]
+    # one image instead of two in the batch: the CPU's kernels may round the last bits differently
+    assert {k: set(v) for k, v in alone.items()} == {k: set(v) for k, v in probs[paths[0]].items()}
+    for attribute, classes in alone.items():
+        assert classes == pytest.approx(probs[paths[0]][attribute], abs=1e-6)
     main(["ufe", "compose", str(run.path), *paths, "--take", "expression", "--out", str(tmp_path / "c.png")])
     assert Image.open(tmp_path / "c.png").size[0] > 4 * 32
     with pytest.raises(SystemExit) as e:
