@@ -13,7 +13,10 @@ value and the references' range, and marks the entry **worse** when it lies outs
 on the bad side: a diagonal (weak-classifier accuracy, silhouette) below the lowest reference,
 an off-diagonal (weak-classifier accuracy as a multiple of the majority-class chance, silhouette)
 above the highest. ``--margin`` widens the range by that fraction of the references' own value,
-so that noise on the last digit does not count.
+so that noise on the last digit does not count. ``--figure PATH`` draws the run and the references
+side by side (weak-classifier entries as multiples of chance on a log scale, silhouettes below;
+the off-diagonal cells over the issue's limits, 1.5x and 0, outlined), for the reader who would
+rather look than read.
 """
 
 from __future__ import annotations
@@ -98,18 +101,91 @@ def compare(run: dict, references: list[dict], margin: float = 0.0) -> list[dict
     return rows
 
 
+LEAK_LIMIT = 1.5  # issue 4: every off-diagonal weak-classifier entry <= 1.5x majority chance
+
+
+def run_name(path: str) -> str:
+    """A short column title for a run argument: its folder's name, or the file's stem."""
+    given = Path(path)
+    return given.parent.name if given.name in ("features.npz", "metrics.json") else given.stem if given.suffix else given.name
+
+
+def figure(runs: dict[str, dict], path: str | Path) -> Path:
+    """Two rows of heatmaps, one column per run: weak-classifier accuracy as a multiple of the
+    label's majority chance (diagonal included, log colour scale shared by all columns; off-diagonal
+    cells over the 1.5x limit outlined in red) and the silhouette matrix (-1 .. 1; off-diagonal
+    cells over 0 outlined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    ratios = {}
+    for name, m in runs.items():
+        weak = m["weak_classifier"]
+        ratios[name] = np.asarray(weak["accuracy"], dtype=float) / np.maximum(np.asarray(weak["chance"], dtype=float), 1e-9)
+    top = max(float(np.nanmax(r)) for r in ratios.values())
+    norm = LogNorm(vmin=0.5, vmax=max(top, 2.0))
+    first = next(iter(runs.values()))["weak_classifier"]
+    cols = len(runs)
+    fig, axes = plt.subplots(2, cols, figsize=(0.9 * len(first["y"]) * cols + 2, 1.4 * len(first["x"]) + 2.6), squeeze=False)
+    for c, (name, m) in enumerate(runs.items()):
+        weak, sil = m["weak_classifier"], m["silhouette"]
+        ax = axes[0, c]
+        r = ratios[name]
+        im_weak = ax.imshow(np.clip(r, 0.5, None), norm=norm, cmap="magma_r")
+        for i, x in enumerate(weak["x"]):
+            for j, y in enumerate(weak["y"]):
+                over = x != y and r[i, j] > LEAK_LIMIT
+                ax.text(j, i, f"{r[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w" if r[i, j] > 6 else "k", weight="bold" if over else "normal")
+                if over:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+        ax.set_title(name, fontsize=8)
+        ax = axes[1, c]
+        s = np.asarray(sil["silhouette"], dtype=float)
+        im_sil = ax.imshow(s, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+        for i, x in enumerate(sil["x"]):
+            for j, y in enumerate(sil["y"]):
+                over = x != y and s[i, j] > 0  # issue 4: every off-diagonal silhouette <= 0
+                ax.text(j, i, f"{s[i, j]:.3f}" if not over else f"+{s[i, j]:.4f}", ha="center", va="center", fontsize=5.5, color="w" if abs(s[i, j]) > 0.6 else "k", weight="bold" if over else "normal")
+                if over:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+        for row, m_ in ((0, weak), (1, sil)):
+            axes[row, c].set_xticks(range(len(m_["y"])), m_["y"], rotation=45, fontsize=7)
+            axes[row, c].set_yticks(range(len(m_["x"])), m_["x"] if c == 0 else [""] * len(m_["x"]), fontsize=7)
+    fig.colorbar(im_weak, ax=axes[0].tolist(), shrink=0.8, label="weak classifier, x majority chance")
+    fig.colorbar(im_sil, ax=axes[1].tolist(), shrink=0.8, label="silhouette")
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="the run to judge (folder or features.npz)")
     p.add_argument("references", nargs="+", help="reference runs, e.g. the full model's seeds")
     p.add_argument("--margin", type=float, default=0.0, help="widen the references' range by this fraction of their value (default 0)")
     p.add_argument("--all", action="store_true", help="print every entry, not only those outside the range")
+    p.add_argument("--figure", metavar="PATH", help="also draw the run and the references side by side as heatmaps (.png)")
     args = p.parse_args(argv)
+    if args.figure and not Path(args.figure).parent.is_dir():
+        print(f"error: {args.figure}: its folder does not exist; create it or pick another path", file=sys.stderr)
+        return 2
     try:
-        rows = compare(matrices(args.run), [matrices(r) for r in args.references], args.margin)
+        run, refs = matrices(args.run), [matrices(r) for r in args.references]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    rows = compare(run, refs, args.margin)
+    if args.figure:
+        named: dict[str, dict] = {}
+        for arg, m in zip([args.run, *args.references], [run, *refs]):
+            name = run_name(arg)
+            named[name if name not in named else f"{name} ({len(named)})"] = m
+        print(f"figure: {figure(named, args.figure)}")
     shown = rows if args.all else [r for r in rows if r["verdict"]]
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: stop quietly
     print(f"{args.run} against {len(args.references)} reference run(s): {sum(r['verdict'] == 'worse' for r in rows)} of {len(rows)} entries worse, {sum(r['verdict'] == 'better' for r in rows)} better")

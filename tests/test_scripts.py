@@ -149,6 +149,37 @@ def test_ufe_compare_reads_stored_matrices_and_names_bad_input(tmp_path):
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
+def test_ufe_compare_draws_the_runs_side_by_side_and_outlines_entries_over_the_limits(tmp_path):
+    import json
+
+    from PIL import Image
+
+    script = str(ROOT / "scripts" / "ufe_compare.py")
+    sil = {"x": ["identity", "others"], "y": ["identity"], "silhouette": [[0.3], [-0.01]]}
+    for name, others_acc, others_sil in (("clean", 0.12, -0.01), ("leaky", 0.8, -0.01), ("clustered", 0.12, 0.004)):
+        (tmp_path / name).mkdir()
+        weak = {"x": ["identity", "others"], "y": ["identity"], "accuracy": [[0.9], [others_acc]], "chance": [0.1]}
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"held_out_matrices": {"weak_classifier": weak, "silhouette": {**sil, "silhouette": [[0.3], [others_sil]]}}}))
+
+    def draw(*names):
+        path = tmp_path / ("-".join(names) + ".png")
+        out = subprocess.run([sys.executable, script, *[str(tmp_path / n) for n in names], "--figure", str(path)], capture_output=True, text=True, check=True).stdout
+        assert f"figure: {path}" in out, out
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        outline = (rgb[..., 0] > 230) & (rgb[..., 1] < 30) & (rgb[..., 2] < 30)  # the outline's pure red
+        return rgb.shape[1], int(outline.sum())
+
+    width_two, red_clean = draw("clean", "clean")
+    width_three, _ = draw("clean", "clean", "clean")
+    assert width_three > width_two  # one column per run
+    assert red_clean == 0  # "others" -> identity 1.2x and a negative silhouette: nothing over either limit
+    _, red_leaky = draw("leaky", "clean")  # 8x chance: over 1.5x
+    _, red_clustered = draw("clustered", "clean")  # silhouette +0.004: over 0
+    assert red_leaky > 20 and red_clustered > 20, (red_leaky, red_clustered)
+    res = subprocess.run([sys.executable, script, str(tmp_path / "clean"), str(tmp_path / "clean"), "--figure", str(tmp_path / "missing" / "f.png")], capture_output=True, text=True)
+    assert res.returncode == 2 and "missing/f.png: its folder does not exist" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_ufe_train_stores_the_matrices_ufe_compare_reads(tmp_path):
     import json
 
