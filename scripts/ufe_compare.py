@@ -31,6 +31,7 @@ import numpy as np
 
 from facefactors.metrics.features import load_features
 from facefactors.utils.errors import UserError
+from facefactors.utils.io import atomic_path
 
 
 def matrices(path: str) -> dict:
@@ -102,6 +103,7 @@ def compare(run: dict, references: list[dict], margin: float = 0.0) -> list[dict
 
 
 LEAK_LIMIT = 1.5  # issue 4: every off-diagonal weak-classifier entry <= 1.5x majority chance
+FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg")
 
 
 def run_name(path: str) -> str:
@@ -158,7 +160,8 @@ def figure(runs: dict[str, dict], path: str | Path) -> Path:
     fig.colorbar(im_weak, ax=axes[0].tolist(), shrink=0.8, label="weak classifier, x majority chance")
     fig.colorbar(im_sil, ax=axes[1].tolist(), shrink=0.8, label="silhouette")
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a figure interrupted half-written never replaces a good one
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".").lower())
     plt.close(fig)
     return path
 
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.figure and not Path(args.figure).parent.is_dir():
         print(f"error: {args.figure}: its folder does not exist; create it or pick another path", file=sys.stderr)
+        return 2
+    if args.figure and Path(args.figure).suffix.lower() not in FIGURE_FORMATS:
+        print(f"error: {args.figure}: not a figure format; end the name with one of {', '.join(FIGURE_FORMATS)}", file=sys.stderr)
         return 2
     try:
         run, refs = matrices(args.run), [matrices(r) for r in args.references]

@@ -178,6 +178,9 @@ def test_ufe_compare_draws_the_runs_side_by_side_and_outlines_entries_over_the_l
     assert red_leaky > 20 and red_clustered > 20, (red_leaky, red_clustered)
     res = subprocess.run([sys.executable, script, str(tmp_path / "clean"), str(tmp_path / "clean"), "--figure", str(tmp_path / "missing" / "f.png")], capture_output=True, text=True)
     assert res.returncode == 2 and "missing/f.png: its folder does not exist" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, script, str(tmp_path / "clean"), str(tmp_path / "clean"), "--figure", str(tmp_path / "f.xyz")], capture_output=True, text=True)
+    assert res.returncode == 2 and "f.xyz: not a figure format" in res.stderr and not (tmp_path / "f.xyz").exists(), res.stderr
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left beside the figures
 
 
 def test_ufe_train_stores_the_matrices_ufe_compare_reads(tmp_path):
