@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("references", nargs="+", help="reference runs, e.g. the full model's seeds")
     p.add_argument("--margin", type=float, default=0.0, help="widen the references' range by this fraction of their value (default 0)")
     p.add_argument("--all", action="store_true", help="print every entry, not only those outside the range")
-    p.add_argument("--figure", metavar="PATH", help="also draw the run and the references side by side as heatmaps (.png)")
+    p.add_argument("--figure", metavar="PATH", help="also draw the run and the references side by side as heatmaps (.png, .pdf, .svg or .jpg)")
     args = p.parse_args(argv)
     if args.figure and not Path(args.figure).parent.is_dir():
         print(f"error: {args.figure}: its folder does not exist; create it or pick another path", file=sys.stderr)
