@@ -124,6 +124,9 @@ def figure(runs: dict[str, dict], path: str | Path) -> Path:
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
+    def outline(ax, i: int, j: int) -> None:  # a cell over the issue's limit
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+
     ratios = {}
     for name, m in runs.items():
         weak = m["weak_classifier"]
@@ -143,7 +146,7 @@ def figure(runs: dict[str, dict], path: str | Path) -> Path:
                 over = x != y and r[i, j] > LEAK_LIMIT
                 ax.text(j, i, f"{r[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w" if r[i, j] > 6 else "k", weight="bold" if over else "normal")
                 if over:
-                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+                    outline(ax, i, j)
         ax.set_title(name, fontsize=8)
         ax = axes[1, c]
         s = np.asarray(sil["silhouette"], dtype=float)
@@ -153,7 +156,7 @@ def figure(runs: dict[str, dict], path: str | Path) -> Path:
                 over = x != y and s[i, j] > 0  # issue 4: every off-diagonal silhouette <= 0
                 ax.text(j, i, f"{s[i, j]:.3f}" if not over else f"+{s[i, j]:.4f}", ha="center", va="center", fontsize=5.5, color="w" if abs(s[i, j]) > 0.6 else "k", weight="bold" if over else "normal")
                 if over:
-                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+                    outline(ax, i, j)
         for row, m_ in ((0, weak), (1, sil)):
             axes[row, c].set_xticks(range(len(m_["y"])), m_["y"], rotation=45, fontsize=7)
             axes[row, c].set_yticks(range(len(m_["x"])), m_["x"] if c == 0 else [""] * len(m_["x"]), fontsize=7)
